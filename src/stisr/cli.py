@@ -1,0 +1,426 @@
+"""`stisr <command>`: the only entry point Snakemake rules call.
+
+Each command resolves paths from params.yaml and the paper specs through `stisr.papers.plan`, so
+the workflow and the CLI always agree on where things live.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stisr.config import ParamsError, load_params, model_config, scale_settings, work_name
+
+log = logging.getLogger("stisr")
+
+# Benchmark LR sets derived from the STR sets: (pipeline, pipeline params, selection).
+LR_SETS: dict[str, tuple[str | None, dict[str, Any], str]] = {
+    "commonlr": (None, {}, "small"),  # TSRN: real images smaller than 64x16, not degraded
+    "lemma": ("blur_noise", {"variant": "lemma"}, "small"),
+    "kdltr": ("blur_noise", {"variant": "kdltr"}, "all"),
+}
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    return load_params(args.params, overrides)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from stisr.data.synth import make_str_sets, make_textzoom
+
+    params = _params(args)
+    sizes = params["embedded"]["sizes"][params["scale"]]
+    out = Path(args.out)
+    seed = params["embedded"]["seed"]
+    if args.what == "textzoom":
+        make_textzoom(out, sizes["textzoom"], seed)
+    else:
+        make_str_sets(out, sizes["str"], seed + 1)
+    log.info("embedded %s data written to %s", args.what, out)
+
+
+def cmd_degrade(args: argparse.Namespace) -> None:
+    """Make an LR benchmark set (LEMMA / KD-LTR / CommonLR style) from STR LMDBs."""
+    from stisr.data.datasets import open_dataset  # noqa: F401 (validates format early)
+    from stisr.data.degrade import is_small, make_lr_set
+    from stisr.data.images import decode_image
+    from stisr.data.lmdb_io import LmdbReader, write_str_lmdb
+
+    params = _params(args)
+    pipeline, pparams, select = LR_SETS[args.kind]
+    seed = params["embedded"]["seed"] + 7
+
+    def samples(src: Path):
+        with LmdbReader(src) as reader:
+            for i in range(1, len(reader) + 1):
+                key = f"image-{i:09d}"
+                yield decode_image(reader.get(key), f"{src}:{key}"), reader.label(i)
+
+    out = Path(args.out)
+    if args.kind == "commonlr":
+        gathered = [
+            (img, label)
+            for src in args.src
+            for img, label in samples(Path(src))
+            if is_small(img)
+        ]
+        n = write_str_lmdb(out / "all", gathered)
+    else:
+        n = 0
+        for src in args.src:
+            src = Path(src)
+            lr = make_lr_set(samples(src), pipeline, seed, select=select, **pparams)
+            n += write_str_lmdb(out / src.name, lr)
+    log.info("%d LR images (%s) written to %s", n, args.kind, out)
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from stisr.data.fetch import fetch
+
+    path = fetch(args.name, Path(args.root))
+    log.info("%s is in %s", args.name, path)
+
+
+def cmd_import_weights(args: argparse.Namespace) -> None:
+    """Released recognizer weights -> a stisr checkpoint (strict load after the key mapping)."""
+    import torch
+
+    from stisr.data.fetch import load_sources
+    from stisr.engine.checkpoint import atomic_save, model_payload
+    from stisr.models.registry import build_model, is_implemented
+    from stisr.papers.spec import load_common
+
+    entry = next(
+        (r for r in load_common().recognizers.values() if r.get("weights") == args.name), None
+    )
+    if entry is None or not is_implemented(entry["model"]):
+        raise SystemExit(f"import-weights: no implemented recognizer uses weights {args.name!r}")
+    src = Path(args.root) / load_sources()[args.name].dest
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    for key in ("state_dict", "model"):  # ASTER / ABINet wrap the weights in a dict
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefixes
+    model = build_model(entry["model"], {})
+    model.load_state_dict(state, strict=True)
+    atomic_save(model_payload(model, entry["model"], {}, run=f"released/{args.name}"), Path(args.out))
+    log.info("released %s weights imported from %s into %s", args.name, src, args.out)
+
+
+def _train_config(params: dict[str, Any], run_id: str):
+    from stisr.engine.train import TrainConfig
+    from stisr.papers.plan import resolve_recognizer, run_dir, train_set_dirs
+    from stisr.papers.spec import all_runs, load_specs
+
+    runs = all_runs(load_specs())
+    if run_id not in runs:
+        raise SystemExit(f"unknown run {run_id!r}; runs are declared in src/stisr/papers/*.yaml")
+    run = runs[run_id]
+    task = scale_settings(params)[run.task]
+    opt = run.extra.get("optimizer", {})
+    train = params["train"]
+    import torch
+
+    cuda = torch.cuda.is_available() and train["device"] != "cpu"
+    init = None
+    if run.init:
+        rec = resolve_recognizer(params, run.init, runs)
+        init = str(run_dir(params, rec.run) / "model.pt") if rec.run else None
+    return TrainConfig(
+        run=run_id,
+        task=run.task,
+        model=run.model,
+        model_config=model_config(params, run.model, run.model_config),
+        train_dirs=[str(d) for d in train_set_dirs(params, run.train_set)],
+        losses=run.losses,
+        steps=task.get("steps"),
+        epochs=task.get("epochs"),
+        batch_size=task["batch_size"],
+        lr=float(opt.get("lr", task["lr"])) if params["scale"] == "paper" else task["lr"],
+        betas=tuple(opt.get("betas", (0.9, 0.999))),
+        checkpoint_every=task["checkpoint_every"],
+        log_every=task["log_every"],
+        seed=params["seed"],
+        grad_clip=train["grad_clip"],
+        loss_scale=train["loss_scale"],
+        init=init,
+        device="cuda" if cuda else "cpu",
+        amp=cuda if train["amp"] == "auto" else bool(train["amp"]),
+        num_workers=(8 if cuda else 0) if train["num_workers"] == "auto" else train["num_workers"],
+        torch_threads=train["torch_threads"],
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from stisr.engine.train import train
+    from stisr.papers.plan import run_dir
+
+    params = _params(args)
+    cfg = _train_config(params, args.run)
+    train(cfg, run_dir(params, args.run), progress=not args.quiet)
+
+
+def _recognizer_paths(params, ref: str):
+    from stisr.papers.plan import resolve_recognizer, run_dir
+    from stisr.papers.spec import all_runs, load_specs
+
+    if ref == "none":
+        return "none", None
+    rec = resolve_recognizer(params, ref, all_runs(load_specs()))
+    if rec.external:
+        return rec.external, None
+    if rec.run:
+        return "model", run_dir(params, rec.run) / "model.pt"
+    return "model", Path("data/official/weights") / f"{rec.weights}.stisr.pt"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from stisr.engine.evaluate import evaluate
+    from stisr.papers.plan import eval_path, run_dir, testset_dirs
+    from stisr.papers.spec import PSEUDO_SR, load_common
+
+    params = _params(args)
+    ev = scale_settings(params)["eval"]
+    kind, rec_ckpt = _recognizer_paths(params, args.recognizer)
+    sr_ckpt = None if args.sr in PSEUDO_SR else run_dir(params, args.sr) / "model.pt"
+    ts = load_common().testsets[args.testset]
+    import torch
+
+    torch.set_num_threads(params["train"]["torch_threads"])
+    evaluate(
+        sr=args.sr,
+        recognizer=args.recognizer,
+        testset=args.testset,
+        subsets=testset_dirs(params, args.testset),
+        out_path=eval_path(params, args.sr, args.recognizer, args.testset),
+        sr_checkpoint=sr_ckpt,
+        rec_kind=kind,
+        rec_checkpoint=rec_ckpt,
+        weighted=ts.get("average") == "weighted",
+        meta={"source": params["source"], "scale": params["scale"]},
+        batch_size=ev["batch_size"],
+        max_images=ev["max_images"],
+        samples=ev["samples"],
+    )
+
+
+def cmd_track(args: argparse.Namespace) -> None:
+    from stisr.engine.tracking import log_run, tracking_uri
+    from stisr.papers.plan import run_dir
+
+    params = _params(args)
+    rd = run_dir(params, args.sr) if args.trained else None
+    uri = tracking_uri(params["mlflow"]["tracking_uri"])
+    key = f"{work_name(params)}/{args.sr}"
+    run_id = log_run(
+        key=key,
+        uri=uri,
+        experiment=params["mlflow"]["experiment"],
+        run_dir=rd,
+        evaluations=[Path(p) for p in args.evaluations],
+        tags={"source": params["source"], "scale": params["scale"], "sr": args.sr},
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"key": key, "mlflow_run_id": run_id, "tracking_uri": uri}) + "\n")
+    log.info("%s logged to MLflow (%s), run %s", key, uri, run_id)
+
+
+def cmd_table(args: argparse.Namespace) -> None:
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.report.tables import write_table
+
+    params = _params(args)
+    specs = load_specs()
+    table = next((t for t in specs[args.paper].tables if t.id == args.table), None)
+    if table is None:
+        raise SystemExit(f"{args.paper} has no table {args.table!r}")
+    paths = write_table(table, params, all_runs(specs), Path(args.out))
+    log.info("table %s/%s written to %s", args.paper, args.table, ", ".join(map(str, paths)))
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.report.figures import write_figure
+
+    params = _params(args)
+    specs = load_specs()
+    fig = next((f for f in specs[args.paper].figures if f.id == args.figure), None)
+    if fig is None:
+        raise SystemExit(f"{args.paper} has no figure {args.figure!r}")
+    out = Path(args.out) / args.paper / f"{args.figure}.png"
+    write_figure(fig, params, all_runs(specs), out)
+    log.info("figure %s/%s written to %s", args.paper, args.figure, out)
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from stisr.papers.spec import load_specs
+    from stisr.report.index import write_index
+
+    params = _params(args)
+    path = write_index(params, load_specs(), Path(args.out))
+    log.info("results index written to %s", path)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from stisr.papers.plan import all_jobs
+    from stisr.papers.spec import load_specs
+
+    params = _params(args)
+    jobs = all_jobs(params, load_specs())
+    print(f"{work_name(params)}: {len(jobs.trains)} training runs, "
+          f"{len(jobs.evaluations)} evaluations, {len(jobs.complexities)} complexity measurements")
+    for run in jobs.trains:
+        print(f"  train {run}")
+
+
+def dvc_stages() -> dict[str, Any]:
+    """dvc.yaml, derived from the specs and the fetch registry (one stage per table / source)."""
+    from stisr.data.fetch import load_sources
+    from stisr.papers.spec import PAPERS, load_specs
+
+    specs = load_specs()
+    code_deps = ["src/stisr", "workflow"]
+    tables = {
+        f"{p}_{t.id}": {"paper": p, "table": t.id} for p in PAPERS for t in specs[p].tables
+    }
+    fetches = {s.name: s.dest for s in load_sources().values()}
+    snake = "snakemake --cores all"
+    return {
+        "stages": {
+            "synth": {
+                "cmd": f"{snake} data/embedded/${{scale}}/textzoom data/embedded/${{scale}}/str",
+                "deps": ["src/stisr/data"],
+                "params": ["embedded", "scale"],
+                "outs": [
+                    {"data/embedded/${scale}/textzoom": {"persist": True}},
+                    {"data/embedded/${scale}/str": {"persist": True}},
+                ],
+            },
+            "fetch": {
+                "foreach": fetches,
+                "do": {
+                    "cmd": f"{snake} --config source=official -- data/official/${{item}}",
+                    "deps": ["src/stisr/data/sources.yaml"],
+                    "outs": [{"data/official/${item}": {"persist": True}}],
+                },
+            },
+            "table": {
+                "foreach": tables,
+                "do": {
+                    "cmd": f"{snake} results/${{item.paper}}/${{item.table}}.csv",
+                    "deps": code_deps,
+                    "params": ["source", "scale", "seed", "embedded", "scales", "train"],
+                    "outs": [
+                        {"results/${item.paper}/${item.table}.csv": {"cache": False}},
+                        {"results/${item.paper}/${item.table}.md": {"cache": False}},
+                    ],
+                },
+            },
+        }
+    }
+
+
+def cmd_sync_dvc(args: argparse.Namespace) -> None:
+    header = "# Generated by `stisr sync-dvc` from the paper specs and sources.yaml: do not edit.\n"
+    text = header + yaml.safe_dump(dvc_stages(), sort_keys=False, width=100)
+    path = Path(args.path)
+    if args.check:
+        if not path.exists() or path.read_text() != text:
+            raise SystemExit(f"{path} is out of date: run `stisr sync-dvc`")
+        return
+    path.write_text(text)
+    log.info("DVC stages written to %s", path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stisr", description=__doc__)
+    p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a top-level params key (e.g. scale=smoke)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate embedded data")
+    s.add_argument("what", choices=["textzoom", "str"])
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_synth)
+
+    s = sub.add_parser("degrade", help="make LR benchmark sets from STR LMDBs")
+    s.add_argument("kind", choices=sorted(LR_SETS))
+    s.add_argument("--src", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_degrade)
+
+    s = sub.add_parser("fetch", help="download an official source (src/stisr/data/sources.yaml)")
+    s.add_argument("name")
+    s.add_argument("--root", default="data/official")
+    s.set_defaults(fn=cmd_fetch)
+
+    s = sub.add_parser("import-weights", help="convert released weights to a stisr checkpoint")
+    s.add_argument("name", help="a weights entry of sources.yaml")
+    s.add_argument("--root", default="data/official")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_import_weights)
+
+    s = sub.add_parser("train", help="train (or resume) one run")
+    s.add_argument("--run", required=True, help="run id, e.g. tsrn/tsrn")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate (sr, recognizer, testset)")
+    s.add_argument("--sr", required=True)
+    s.add_argument("--recognizer", required=True)
+    s.add_argument("--testset", required=True)
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("track", help="log a run and its evaluations to MLflow")
+    s.add_argument("--sr", required=True)
+    s.add_argument("--trained", action="store_true")
+    s.add_argument("--evaluations", nargs="*", default=[])
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_track)
+
+    for name, fn, extra in (("table", cmd_table, "table"), ("figure", cmd_figure, "figure")):
+        s = sub.add_parser(name, help=f"write one {name} of a paper into results/")
+        s.add_argument("paper")
+        s.add_argument(extra)
+        s.add_argument("--out", default="results")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("index", help="write results/README.md")
+    s.add_argument("--out", default="results")
+    s.set_defaults(fn=cmd_index)
+
+    s = sub.add_parser("sync-dvc", help="regenerate dvc.yaml from the specs")
+    s.add_argument("--path", default="dvc.yaml")
+    s.add_argument("--check", action="store_true", help="fail if dvc.yaml is out of date")
+    s.set_defaults(fn=cmd_sync_dvc)
+
+    s = sub.add_parser("plan", help="print the jobs the current params imply")
+    s.set_defaults(fn=cmd_plan)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

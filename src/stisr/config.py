@@ -1,0 +1,67 @@
+"""params.yaml: loading and schema validation (shared by Snakemake, DVC stages and the CLI).
+
+Validation happens before any job starts; the error names the offending key path so that a
+mistyped value never costs a half-finished run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "params.schema.yaml"
+
+
+class ParamsError(ValueError):
+    """An invalid params.yaml value; the message names the file and key."""
+
+
+def _key_path(err: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in err.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_params(params: Mapping[str, Any], where: str = "params.yaml") -> None:
+    """Raise ParamsError for the first (deepest) schema violation, naming its key."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(params), key=lambda e: -len(e.absolute_path))
+    if errors:
+        err = errors[0]
+        best = jsonschema.exceptions.best_match([err]) or err
+        raise ParamsError(f"{where}: invalid value at '{_key_path(err)}': {best.message}")
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None):
+    """Load, apply `overrides` (Snakemake --config style, top-level keys) and validate."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: top level must be a mapping")
+    params.update(overrides or {})
+    validate_params(params, str(path))
+    return params
+
+
+def work_name(params: Mapping[str, Any]) -> str:
+    """The folder that separates outputs of different data sources and scales."""
+    return f"{params['source']}-{params['scale']}"
+
+
+def scale_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    return params["scales"][params["scale"]]
+
+
+def model_config(params: Mapping[str, Any], model: str, spec_config: Mapping[str, Any]):
+    """Model config at this scale: the scale's width overrides, then the run's own switches."""
+    return {**scale_settings(params)["models"].get(model, {}), **spec_config}

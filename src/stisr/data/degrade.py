@@ -1,0 +1,589 @@
+"""Named, seeded low-resolution (LR) pipelines.
+
+The papers build their LR test images in different ways, and the public code draws the random
+parameters from global, unseeded generators (REFERENCE.md, "protocol quirks"). Here every pipeline
+is a pure function of the image and a ``numpy.random.Generator``, so a seed fixes the output.
+
+Pipelines (``PIPELINES``):
+
+* ``bicubic``: plain PIL bicubic downscale (x1/2 by default), the TextZoom loader's resize.
+* ``blur_noise``: the STR-benchmark degradation of LEMMA (``variant="lemma"``, its supplementary
+  C.2 and public code: Gaussian pre-blur, shot/read noise, Gaussian or bilateral noise reduction,
+  unsharp masking) or KD-LTR (``variant="kdltr"``, its supplementary F: eight imgaug blurs/noise,
+  each applied with p=0.25 in random order). Both keep the size of the (already small) input; pass
+  ``scale`` to shrink as well.
+* ``bsrgan``: BSRGAN-like shuffled blur/downsample/noise/JPEG.
+* ``realesrgan``: Real-ESRGAN-like second-order blur/resize/noise/JPEG plus final sinc/JPEG.
+* ``camera``: the degradation behind the embedded TextZoom-like pairs (defocus, motion blur, optical
+  x2 downscale, sensor noise, JPEG, illumination change and a slight LR/HR misalignment), with a
+  ``strength`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from PIL import Image
+from scipy import special
+
+__all__ = [
+    "PIPELINES",
+    "degrade",
+    "is_small",
+    "make_lr_set",
+    "bicubic",
+    "blur_noise",
+    "bsrgan",
+    "realesrgan",
+    "camera",
+]
+
+Pipeline = Callable[..., Image.Image]
+
+# --------------------------------------------------------------------------------------------
+# Array helpers (float32 HxWx3 on the 0..255 scale unless stated otherwise)
+
+
+def _as_float(img: Image.Image) -> np.ndarray:
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(img).__name__}")
+    return np.asarray(img.convert("RGB"), dtype=np.float32)
+
+
+def _as_pil(arr: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _as_uint8(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+
+
+def _target_size(img: Image.Image, scale: float) -> tuple[int, int]:
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    w, h = img.size
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _filter(arr: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    kernel = np.asarray(kernel, dtype=np.float32)
+    return cv2.filter2D(arr, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
+
+
+def _odd(n: float) -> int:
+    n = max(1, int(math.ceil(n)))
+    return n if n % 2 else n + 1
+
+
+def _kernel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    r = (size - 1) / 2.0
+    ax = np.arange(size, dtype=np.float64) - r
+    return np.meshgrid(ax, ax)
+
+
+def _aniso_kernel(
+    size: int, sx: float, sy: float, theta: float, shape: str = "gauss", beta: float = 1.0
+) -> np.ndarray:
+    """Rotated anisotropic Gaussian (or generalized Gaussian / plateau) kernel, sum 1."""
+    xx, yy = _kernel_grid(size)
+    c, s = math.cos(theta), math.sin(theta)
+    u = c * xx + s * yy
+    v = -s * xx + c * yy
+    q = (u / max(sx, 1e-3)) ** 2 + (v / max(sy, 1e-3)) ** 2  # x^T Sigma^-1 x
+    if shape == "gauss":
+        k = np.exp(-0.5 * q)
+    elif shape == "generalized":
+        k = np.exp(-0.5 * q**beta)
+    elif shape == "plateau":
+        k = 1.0 / (1.0 + q**beta)
+    else:
+        raise ValueError(f"unknown kernel shape {shape!r}")
+    return (k / k.sum()).astype(np.float32)
+
+
+def _disk_kernel(radius: float) -> np.ndarray:
+    """Anti-aliased uniform disk: the point-spread function of a defocused lens."""
+    size = _odd(2 * radius + 3)
+    xx, yy = _kernel_grid(size)
+    dist = np.sqrt(xx**2 + yy**2)
+    k = np.clip(radius + 0.5 - dist, 0.0, 1.0)
+    return (k / k.sum()).astype(np.float32)
+
+
+def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
+    """Line kernel of ``length`` pixels at ``angle_deg``, drawn with sub-pixel samples."""
+    size = _odd(length + 3)
+    k = np.zeros((size, size), np.float64)
+    c = (size - 1) / 2.0
+    a = math.radians(angle_deg)
+    for t in np.linspace(-length / 2, length / 2, max(2, int(length * 4) + 1)):
+        x, y = c + t * math.cos(a), c + t * math.sin(a)
+        x0, y0 = int(math.floor(x)), int(math.floor(y))
+        fx, fy = x - x0, y - y0
+        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy))):
+            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
+                k[y0 + dy, x0 + dx] += w
+        for dx, dy, w in ((0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
+                k[y0 + dy, x0 + dx] += w
+    return (k / k.sum()).astype(np.float32)
+
+
+def _sinc_kernel(size: int, omega_c: float) -> np.ndarray:
+    """Circular low-pass (2-D sinc / Airy) kernel: ringing and overshoot artifacts."""
+    xx, yy = _kernel_grid(size)
+    r = np.sqrt(xx**2 + yy**2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = omega_c * special.j1(omega_c * r) / (2 * np.pi * r)
+    k[r == 0] = omega_c**2 / (4 * np.pi)
+    return (k / k.sum()).astype(np.float32)
+
+
+_INTERPOLATIONS = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    w, h = size
+    if (arr.shape[1], arr.shape[0]) == (w, h):
+        return arr
+    return cv2.resize(arr, (w, h), interpolation=interp)
+
+
+def _jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through libjpeg (4:2:0 chroma); cv2 wants BGR, so channels are flipped."""
+    bgr = np.ascontiguousarray(_as_uint8(arr)[:, :, ::-1])
+    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
+
+
+def _gaussian_noise(arr: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool):
+    shape = arr.shape[:2] + (1,) if gray else arr.shape
+    return arr + rng.normal(0.0, sigma, size=shape).astype(np.float32)
+
+
+def _poisson_noise(arr: np.ndarray, rng: np.random.Generator, scale: float, gray: bool):
+    """Basic-SR style Poisson noise: quantize to photon counts, keep the residual x ``scale``."""
+    x = np.clip(arr / 255.0, 0.0, 1.0)
+    if gray:
+        x = x @ np.array([0.299, 0.587, 0.114], np.float32)
+        x = x[..., None]
+    vals = 2.0 ** math.ceil(math.log2(max(2, len(np.unique(np.rint(x * 255))))))
+    noisy = rng.poisson(x * vals) / vals
+    return arr + (noisy - x).astype(np.float32) * 255.0 * scale
+
+
+# --------------------------------------------------------------------------------------------
+# Pipelines
+
+
+def bicubic(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
+    """PIL bicubic resize by ``scale``; ``rng`` is unused (kept for the common signature)."""
+    del rng
+    return img.convert("RGB").resize(_target_size(img, scale), Image.BICUBIC)
+
+
+def _lemma_degradation(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Pre-blur: Gaussian, kernel 3 or 5, sigma in [5, 6].
+    k = int(rng.choice([3, 5]))
+    out = cv2.GaussianBlur(arr, (k, k), float(rng.uniform(5.0, 6.0)))
+    # Shot + read noise (variance shot*I + read, on the 0..255 scale) with p = 0.8, except
+    # on near-white images.
+    if rng.random() > 0.2:
+        shot, read = rng.uniform(0, 0.005), rng.uniform(0, 0.015)
+        if out.mean() <= 252.0:
+            std = np.sqrt(shot * out + read)
+            out = np.clip(out + rng.normal(0.0, 1.0, out.shape) * std, 0, 255)
+    out8 = _as_uint8(out)
+    # Noise reduction: Gaussian (p = 0.7) or bilateral.
+    if rng.random() < 0.7:
+        k = int(rng.choice([3, 5]))
+        out8 = cv2.GaussianBlur(out8, (k, k), float(rng.uniform(2.0, 3.0)))
+    else:
+        sc, ss = float(rng.uniform(70, 80)), float(rng.uniform(70, 80))
+        out8 = cv2.bilateralFilter(out8, 7, sc, ss)
+    # Unsharp masking: kernel 3 or 5, sigma in [2, 3], gain in [3, 4].
+    out = out8.astype(np.float32)
+    k = int(rng.choice([3, 5]))
+    low = cv2.GaussianBlur(out, (k, k), float(rng.uniform(2.0, 3.0)))
+    return np.clip(out + (out - low) * float(rng.uniform(3.0, 4.0)), 0, 255)
+
+
+def _superpixels(arr: np.ndarray, rng: np.random.Generator, n: int, p_replace: float):
+    """A few k-means iterations on (x, y, colour): segments replaced by their mean colour."""
+    h, w = arr.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    spatial = 255.0 / max(h, w)
+    feats = np.concatenate(
+        [arr.reshape(-1, 3), (xx * spatial).reshape(-1, 1), (yy * spatial).reshape(-1, 1)], 1
+    )
+    centers = feats[rng.choice(len(feats), size=min(n, len(feats)), replace=False)]
+    for _ in range(5):
+        d = ((feats[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+        assign = d.argmin(1)
+        for c in range(len(centers)):
+            members = feats[assign == c]
+            if len(members):
+                centers[c] = members.mean(0)
+    out = arr.reshape(-1, 3).copy()
+    for c in range(len(centers)):
+        if rng.random() < p_replace:
+            sel = assign == c
+            if sel.any():
+                out[sel] = out[sel].mean(0)
+    return out.reshape(arr.shape)
+
+
+def _kdltr_degradation(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def gaussian(a: np.ndarray) -> np.ndarray:
+        sigma = float(rng.uniform(0.0, 3.0))
+        return cv2.GaussianBlur(a, (0, 0), sigma) if sigma > 0.01 else a
+
+    def average(a: np.ndarray) -> np.ndarray:
+        k = int(rng.integers(1, 6))
+        return cv2.blur(a, (k, k)) if k > 1 else a
+
+    def median(a: np.ndarray) -> np.ndarray:
+        return cv2.medianBlur(_as_uint8(a), int(rng.choice([3, 5, 7]))).astype(np.float32)
+
+    def bilateral(a: np.ndarray) -> np.ndarray:
+        d = int(rng.integers(3, 10))
+        sc, ss = float(rng.uniform(10, 250)), float(rng.uniform(10, 250))
+        return cv2.bilateralFilter(_as_uint8(a), d, sc, ss).astype(np.float32)
+
+    def motion(a: np.ndarray) -> np.ndarray:
+        return _filter(a, _motion_kernel(3.0, float(rng.uniform(0, 360))))
+
+    def mean_shift(a: np.ndarray) -> np.ndarray:
+        sp, sr = float(rng.uniform(5, 40)), float(rng.uniform(5, 40))
+        return cv2.pyrMeanShiftFiltering(_as_uint8(a), sp, sr).astype(np.float32)
+
+    def superpixels(a: np.ndarray) -> np.ndarray:
+        return _superpixels(a, rng, int(rng.integers(1, 8)), float(rng.uniform(0.1, 0.5)))
+
+    def noise(a: np.ndarray) -> np.ndarray:
+        sigma = float(rng.uniform(0.0, 0.05 * 255))
+        return _gaussian_noise(a, rng, sigma, gray=rng.random() >= 0.5)
+
+    ops = [gaussian, average, median, bilateral, motion, mean_shift, superpixels, noise]
+    for i in rng.permutation(len(ops)):
+        if rng.random() < 0.25:
+            arr = np.clip(ops[i](arr), 0, 255).astype(np.float32)
+    return arr
+
+
+def blur_noise(
+    img: Image.Image,
+    rng: np.random.Generator,
+    variant: Literal["lemma", "kdltr"] = "lemma",
+    scale: float = 1.0,
+) -> Image.Image:
+    """Blur + noise of the LEMMA or KD-LTR STR-benchmark LR sets, then an optional downscale.
+
+    LEMMA degrades only images already smaller than 16x64 (see ``is_small``) and keeps their size,
+    hence ``scale=1``. The downscale (``scale < 1``) is bicubic and comes last.
+    """
+    arr = _as_float(img)
+    if variant == "lemma":
+        arr = _lemma_degradation(arr, rng)
+    elif variant == "kdltr":
+        arr = _kdltr_degradation(arr, rng)
+    else:
+        raise ValueError(f"blur_noise: unknown variant {variant!r}; expected 'lemma' or 'kdltr'")
+    out = _as_pil(arr)
+    if scale != 1.0:
+        out = out.resize(_target_size(img, scale), Image.BICUBIC)
+    return out
+
+
+def _bsrgan_blur(arr: np.ndarray, rng: np.random.Generator, sf: float) -> np.ndarray:
+    wd2, wd = 4.0 + sf, 2.0 + 0.2 * sf
+    if rng.random() < 0.5:
+        l1, l2 = wd2 * rng.random() + 0.1, wd2 * rng.random() + 0.1
+        size = 2 * int(rng.integers(2, 12)) + 3
+        k = _aniso_kernel(size, math.sqrt(l1), math.sqrt(l2), math.pi * rng.random())
+    else:
+        sigma = wd * rng.random() + 0.1
+        size = 2 * int(rng.integers(2, 12)) + 3
+        k = _aniso_kernel(size, sigma, sigma, 0.0)
+    return _filter(arr, k)
+
+
+def _bsrgan_noise(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    level = float(rng.uniform(2, 25))
+    r = rng.random()
+    if r < 0.6:
+        return _gaussian_noise(arr, rng, level, gray=False)
+    if r < 0.8:
+        return _gaussian_noise(arr, rng, level, gray=True)
+    # Channel-correlated noise: a random 3x3 covariance.
+    lv = level**2
+    u = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    cov = lv * (u.T @ np.diag(rng.random(3)) @ u)
+    return arr + rng.multivariate_normal(np.zeros(3), cov, size=arr.shape[:2]).astype(np.float32)
+
+
+def bsrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
+    """BSRGAN-like: two blurs, a downsample, noise and JPEG in random order, then JPEG."""
+    target = _target_size(img, scale)
+    sf = 1.0 / scale
+    arr = _as_float(img)
+    for op in rng.permutation(5):
+        if op in (0, 1):
+            arr = _bsrgan_blur(arr, rng, sf)
+        elif op == 2:
+            arr = _resize(arr, target, int(rng.choice(_INTERPOLATIONS)))
+        elif op == 3:
+            arr = _bsrgan_noise(arr, rng)
+        else:
+            arr = _jpeg(arr, int(rng.integers(30, 96)))
+        arr = np.clip(arr, 0, 255).astype(np.float32)
+    arr = _jpeg(arr, int(rng.integers(30, 96)))
+    return _as_pil(_resize(arr, target, cv2.INTER_CUBIC))
+
+
+_RE_KERNELS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+_RE_KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+
+
+def _realesrgan_kernel(
+    rng: np.random.Generator, sigma_range: tuple[float, float], sinc_prob: float
+) -> np.ndarray:
+    size = int(rng.choice(np.arange(7, 22, 2)))
+    if rng.random() < sinc_prob:
+        lo = math.pi / 3 if size < 13 else math.pi / 5
+        return _sinc_kernel(size, float(rng.uniform(lo, math.pi)))
+    kind = _RE_KERNELS[int(rng.choice(len(_RE_KERNELS), p=_RE_KERNEL_PROB))]
+    sx = float(rng.uniform(*sigma_range))
+    iso = kind.endswith("iso") and not kind.endswith("aniso")
+    sy = sx if iso else float(rng.uniform(*sigma_range))
+    theta = 0.0 if iso else float(rng.uniform(-math.pi, math.pi))
+    if kind.startswith("generalized"):
+        return _aniso_kernel(size, sx, sy, theta, "generalized", float(rng.uniform(0.5, 4.0)))
+    if kind.startswith("plateau"):
+        return _aniso_kernel(size, sx, sy, theta, "plateau", float(rng.uniform(1.0, 2.0)))
+    return _aniso_kernel(size, sx, sy, theta)
+
+
+def _realesrgan_order(
+    arr: np.ndarray,
+    rng: np.random.Generator,
+    base: tuple[int, int],
+    *,
+    sigma: tuple[float, float],
+    resize_prob: tuple[float, float, float],
+    resize_range: tuple[float, float],
+    noise_range: tuple[float, float],
+    poisson_range: tuple[float, float],
+) -> np.ndarray:
+    arr = _filter(arr, _realesrgan_kernel(rng, sigma, 0.1))
+    mode = int(rng.choice(3, p=resize_prob))  # up, down, keep
+    factor = (
+        rng.uniform(1.0, resize_range[1])
+        if mode == 0
+        else rng.uniform(resize_range[0], 1.0)
+        if mode == 1
+        else 1.0
+    )
+    w, h = arr.shape[1], arr.shape[0]
+    new = (max(2, round(w * factor)), max(2, round(h * factor)))
+    # Never shrink below a quarter of the final size: text crops are tiny already.
+    new = (max(new[0], base[0] // 4 or 1), max(new[1], base[1] // 4 or 1))
+    arr = _resize(arr, new, int(rng.choice(_INTERPOLATIONS)))
+    gray = rng.random() < 0.4
+    if rng.random() < 0.5:
+        arr = _gaussian_noise(arr, rng, float(rng.uniform(*noise_range)), gray)
+    else:
+        arr = _poisson_noise(arr, rng, float(rng.uniform(*poisson_range)), gray)
+    arr = np.clip(arr, 0, 255).astype(np.float32)
+    return _jpeg(arr, int(rng.integers(30, 96)))
+
+
+def realesrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
+    """Real-ESRGAN-like second-order degradation with its published parameter ranges."""
+    target = _target_size(img, scale)
+    arr = _as_float(img)
+    arr = _realesrgan_order(
+        arr,
+        rng,
+        target,
+        sigma=(0.2, 3.0),
+        resize_prob=(0.2, 0.7, 0.1),
+        resize_range=(0.15, 1.5),
+        noise_range=(1.0, 30.0),
+        poisson_range=(0.05, 3.0),
+    )
+    if rng.random() < 0.8:  # second blur probability
+        arr = _filter(arr, _realesrgan_kernel(rng, (0.2, 1.5), 0.1))
+    arr = _realesrgan_order(
+        arr,
+        rng,
+        target,
+        sigma=(0.2, 1.5),
+        resize_prob=(0.3, 0.4, 0.3),
+        resize_range=(0.3, 1.2),
+        noise_range=(1.0, 25.0),
+        poisson_range=(0.05, 2.5),
+    )
+
+    def resize_sinc(a: np.ndarray) -> np.ndarray:
+        a = _resize(a, target, int(rng.choice(_INTERPOLATIONS)))
+        if rng.random() < 0.8:
+            a = _filter(a, _sinc_kernel(21, float(rng.uniform(math.pi / 3, math.pi))))
+        return a
+
+    if rng.random() < 0.5:
+        arr = _jpeg(np.clip(resize_sinc(arr), 0, 255), int(rng.integers(30, 96)))
+    else:
+        arr = resize_sinc(_jpeg(arr, int(rng.integers(30, 96))))
+    return _as_pil(_resize(arr, target, cv2.INTER_CUBIC))
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi)) if hi > lo else float(lo)
+
+
+def camera(
+    img: Image.Image,
+    rng: np.random.Generator,
+    strength: float = 0.5,
+    scale: float = 0.5,
+    misalign: bool = True,
+) -> Image.Image:
+    """A camera at a shorter focal length: the HR scene seen through a worse optical path.
+
+    Order: misalignment (shift, rotation, zoom: TextZoom's LR/HR pairs are not pixel-aligned),
+    illumination (gain, gradient, haze, gamma), defocus disk and motion blur (sized in output
+    pixels), optical downscale by ``scale`` (area integration), Poisson-Gaussian sensor noise,
+    JPEG. Every range grows with ``strength`` in [0, 1]; ``scale=1`` with ``misalign=False`` is a
+    same-size capture (the HR side of the embedded pairs).
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"camera: strength must be in [0, 1], got {strength}")
+    s = float(strength)
+    target = _target_size(img, scale)
+    arr = _as_float(img)
+    h, w = arr.shape[:2]
+
+    if misalign:
+        shift = 0.3 + 1.2 * s
+        angle = _uniform(rng, -1, 1) * (0.3 + 1.2 * s)
+        zoom = 1.0 + _uniform(rng, -1, 1) * (0.01 + 0.04 * s)
+        m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, zoom)
+        m[0, 2] += _uniform(rng, -shift, shift)
+        m[1, 2] += _uniform(rng, -shift, shift) * 0.5
+        arr = cv2.warpAffine(
+            arr, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
+
+    # Illumination: global gain, a linear light gradient, haze (contrast loss), gamma.
+    x = arr / 255.0
+    gain = _uniform(rng, 1.0 - 0.35 * s, 1.0 + 0.15 * s)
+    gx, gy = np.meshgrid(np.linspace(-1, 1, w), np.linspace(-1, 1, h))
+    a = rng.uniform(-1, 1)
+    grad = 1.0 + _uniform(rng, 0, 0.35 * s) * (a * gx + (1 - abs(a)) * gy)
+    x = x * (gain * grad[..., None]).astype(np.float32)
+    haze = _uniform(rng, 0.0, 0.45 * s)
+    x = x * (1 - haze) + haze * x.mean(axis=(0, 1), keepdims=True)
+    gamma = math.exp(_uniform(rng, -0.35, 0.35) * s)
+    x = np.clip(x, 0, 1) ** gamma
+    arr = (x * 255.0).astype(np.float32)
+
+    # Optics: defocus (disk) and camera shake (mostly horizontal), sized in output pixels so
+    # that a strength means the same legibility loss at any scale.
+    radius = _uniform(rng, 0.2 + 0.8 * s, 0.4 + 1.6 * s) / scale
+    if radius > 0.35:
+        arr = _filter(arr, _disk_kernel(radius))
+    length = _uniform(rng, 0.0, 0.25 + 2.0 * s) / scale
+    if length > 0.75:
+        arr = _filter(arr, _motion_kernel(length, _uniform(rng, -25, 25)))
+
+    arr = _resize(arr, target, cv2.INTER_AREA)
+
+    # Sensor: signal-dependent shot noise plus read noise, on the 0..1 scale.
+    x = np.clip(arr / 255.0, 0, 1)
+    read = _uniform(rng, 0.002, 0.01 + 0.04 * s)
+    shot = _uniform(rng, 0.0, 0.002 + 0.01 * s)
+    std = np.sqrt(shot * x + read**2)
+    x = x + rng.standard_normal(x.shape).astype(np.float32) * std
+    arr = np.clip(x, 0, 1) * 255.0
+
+    quality = int(round(_uniform(rng, 95 - 55 * s, 98 - 30 * s)))
+    arr = _jpeg(arr, max(10, min(100, quality)))
+    return _as_pil(arr)
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "bicubic": bicubic,
+    "blur_noise": blur_noise,
+    "bsrgan": bsrgan,
+    "realesrgan": realesrgan,
+    "camera": camera,
+}
+
+
+def degrade(img: Image.Image, name: str, rng: np.random.Generator, **params: Any) -> Image.Image:
+    """Run pipeline ``name`` on ``img``; unknown names raise KeyError listing the valid ones."""
+    try:
+        fn = PIPELINES[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown degradation pipeline {name!r}; valid: {', '.join(sorted(PIPELINES))}"
+        ) from None
+    try:
+        return fn(img, rng, **params)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise TypeError(f"pipeline {name!r}: {exc}") from exc
+        raise
+
+
+def is_small(
+    img: Image.Image, max_w: int = 64, max_h: int = 16, rule: Literal["box", "area"] = "box"
+) -> bool:
+    """Whether ``img`` counts as low-resolution.
+
+    ``box`` (default): width <= max_w and height <= max_h (TSRN's CommonLR, "smaller than 64x16";
+    LEMMA's "less than 16x64 pixels"). ``area``: width*height <= max_w*max_h, the test LEMMA's
+    public code actually applies.
+    """
+    w, h = img.size
+    if rule == "box":
+        return w <= max_w and h <= max_h
+    if rule == "area":
+        return w * h <= max_w * max_h
+    raise ValueError(f"is_small: unknown rule {rule!r}; expected 'box' or 'area'")
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``: independent of how many samples come before it."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def make_lr_set(
+    samples: Iterable[tuple[Image.Image, str]],
+    name: str,
+    seed: int,
+    select: Literal["all", "small"] = "all",
+    **params: Any,
+) -> Iterator[tuple[Image.Image, str]]:
+    """Yield ``(degraded image, label)`` for each (selected) sample, reproducibly.
+
+    The generator of sample ``i`` (0-based position in ``samples``, counted before selection)
+    is ``default_rng([seed, i])``, so the output of one sample never depends on the others.
+    """
+    if select not in ("all", "small"):
+        raise ValueError(f"make_lr_set: select must be 'all' or 'small', got {select!r}")
+    if name not in PIPELINES:
+        raise KeyError(
+            f"unknown degradation pipeline {name!r}; valid: {', '.join(sorted(PIPELINES))}"
+        )
+    for i, (img, label) in enumerate(samples):
+        if select == "small" and not is_small(img):
+            continue
+        yield degrade(img, name, sample_rng(seed, i), **params), label

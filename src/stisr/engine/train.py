@@ -1,0 +1,296 @@
+"""The one training loop for every model (SR and recognition).
+
+A run is fully described by a `TrainConfig` (built from a paper spec entry and params.yaml). The
+loop is deterministic on CPU for a given seed: batches are a pure function of (seed, step), and the
+RNG states travel with the checkpoint, so a resumed run ends with the same weights as an
+uninterrupted one. SIGTERM / SIGUSR1 (SLURM's pre-emption warning) write a checkpoint and exit with
+`EXIT_REQUEUE` so that the scheduler requeues the job; the restarted job resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from stisr.data.datasets import collate, open_dataset
+from stisr.engine.checkpoint import (
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+    load_model,
+    model_payload,
+)
+from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
+from stisr.losses import build_loss
+from stisr.models.registry import build_model
+
+log = logging.getLogger("stisr.engine.train")
+EXIT_REQUEUE = 75  # EX_TEMPFAIL: "try again"; the SLURM profile requeues on it
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as params.json beside the weights."""
+
+    run: str
+    task: str  # sr | rec
+    model: str
+    model_config: dict[str, Any]
+    train_dirs: list[str]
+    losses: dict[str, float] = field(default_factory=dict)
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    grad_clip: float | None = None
+    loss_scale: float = 1.0
+    init: str | None = None  # model.pt to start from (fine-tuning)
+    device: str = "cpu"
+    amp: bool = False
+    num_workers: int = 0
+    torch_threads: int = 1
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Batches as a pure function of (seed, step): resuming at step k replays nothing."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, total_steps: int):
+        if n == 0:
+            raise ValueError("the training set is empty")
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.start_step, self.total_steps = start_step, total_steps
+        self.per_epoch = max(1, n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm, perm_epoch = None, -1
+        for step in range(self.start_step, self.total_steps):
+            epoch, i = divmod(step, self.per_epoch)
+            if epoch != perm_epoch:
+                perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                perm_epoch = epoch
+            yield perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.total_steps - self.start_step
+
+
+def _dataset(cfg: TrainConfig) -> Dataset:
+    kw: dict[str, Any] = {"mask": True}
+    if cfg.task == "rec":
+        kw["lr_size"] = (128, 32)  # recognizers learn from HR-sized word images
+    sets = [open_dataset(Path(d), **kw) for d in cfg.train_dirs]
+    return sets[0] if len(sets) == 1 else ConcatDataset(sets)
+
+
+class SRStep:
+    """LR -> SR, losses against HR (all channels: TSRN supervises RGBM with L2)."""
+
+    def __init__(self, model: nn.Module, losses: Mapping[str, float]):
+        self.model, self.loss = model, build_loss(losses or {"mse": 1.0})
+        self.in_ch = getattr(model, "in_channels", 4)
+
+    def __call__(self, batch: Mapping[str, Any], device: str):
+        lr = batch["lr"][:, : self.in_ch].to(device)
+        hr = batch["hr"].to(device)
+        sr = self.model(lr)
+        hr = hr[:, : sr.shape[1]]
+        return self.loss(sr, hr)
+
+
+class RecStep:
+    """Word image -> logits -> the recognizer's own loss."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __call__(self, batch: Mapping[str, Any], device: str):
+        x = self.model.preprocess(batch["lr"][:, :3].to(device))
+        loss = self.model.loss(self.model(x), list(batch["label"]))
+        return loss, {"recognition": loss}
+
+
+class _Preempted(Exception):
+    pass
+
+
+def total_steps(cfg: TrainConfig, n_train: int) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    assert cfg.epochs is not None, "TrainConfig needs steps or epochs"
+    return cfg.epochs * max(1, n_train // max(1, min(cfg.batch_size, n_train)))
+
+
+def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one run into `out_dir`; returns the final metrics."""
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / "checkpoints" / "last.pt"
+    torch.set_num_threads(cfg.torch_threads)
+    seed = stable_seed(cfg.seed, cfg.run)
+    seed_everything(seed)
+
+    model = build_model(cfg.model, cfg.model_config)
+    if cfg.init:
+        init = load_model(Path(cfg.init))
+        model.load_state_dict(init.state_dict(), strict=True)
+    model.to(cfg.device)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+    )
+    step_fn = SRStep(model, cfg.losses) if cfg.task == "sr" else RecStep(model)
+    data = _dataset(cfg)
+    n_steps = total_steps(cfg, len(data))
+
+    start, history = 0, []
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+        history = [h for h in _read_history(out_dir) if h["step"] <= start]
+        log.info("resuming %s from step %d (%s)", cfg.run, start, ckpt_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "params.json", json.dumps(asdict(cfg), indent=2, default=str))
+
+    sampler = StepBatchSampler(len(data), cfg.batch_size, seed, start, n_steps)
+    loader = DataLoader(
+        data, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
+    stop = {"signal": None}
+
+    def _on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def save(step: int) -> None:
+        atomic_save(
+            {
+                **model_payload(model, cfg.model, cfg.model_config, run=cfg.run, task=cfg.task),
+                "optimizer": opt.state_dict(),
+                "rng": rng_state(),
+                "step": step,
+            },
+            ckpt_path,
+        )
+        _write_history(out_dir, history)
+
+    t0 = time.time()
+    step = start
+    model.train()
+    bar = tqdm(total=n_steps, initial=start, desc=cfg.run, disable=not progress, mininterval=5)
+    try:
+        for batch in loader:
+            with torch.autocast(device_type="cuda", enabled=cfg.amp):
+                loss, parts = step_fn(batch, cfg.device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{cfg.run}: loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss * cfg.loss_scale).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == n_steps:
+                entry = {"step": step, "loss": float(loss)}
+                entry.update({f"loss/{k}": float(v) for k, v in parts.items()})
+                history.append(entry)
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+            if step % cfg.checkpoint_every == 0 and step < n_steps:
+                save(step)
+            if stop["signal"] is not None:
+                save(step)
+                raise _Preempted()
+    except _Preempted:
+        log.warning("%s: signal %s at step %d; checkpoint written to %s", cfg.run, stop["signal"],
+                    step, ckpt_path)
+        raise SystemExit(EXIT_REQUEUE) from None
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    save(step)
+    model.eval()
+    atomic_save(
+        model_payload(model, cfg.model, cfg.model_config, run=cfg.run, task=cfg.task),
+        out_dir / "model.pt",
+    )
+    metrics = {
+        "steps": step,
+        "final_loss": history[-1]["loss"] if history else math.nan,
+        "train_images": len(data),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "wall_s_last_segment": round(time.time() - t0, 2),
+    }
+    _write_samples(model, cfg, data, out_dir / "samples.png")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
+    log.info("%s: trained %d steps; weights and metrics in %s", cfg.run, step, out_dir)
+    return metrics
+
+
+def _read_history(out_dir: Path) -> list[dict]:
+    path = out_dir / "history.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_history(out_dir: Path, history: Sequence[dict]) -> None:
+    atomic_write_text(out_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+
+
+@torch.no_grad()
+def _write_samples(model: nn.Module, cfg: TrainConfig, data: Dataset, path: Path) -> None:
+    """A small grid of what the model does on fixed training images (for MLflow browsing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch = collate([data[i] for i in range(min(4, len(data)))])
+    images = batch["lr"][:, :3].to(cfg.device)
+    if cfg.task == "sr":
+        sr = model(batch["lr"][:, : getattr(model, "in_channels", 4)].to(cfg.device))
+        panels = [("LR", images), ("SR", sr[:, :3]), ("HR", batch["hr"][:, :3])]
+    else:
+        preds = model.decode(model(model.preprocess(images)))
+        panels = [("input / prediction", images)]
+    fig, axes = plt.subplots(len(images), len(panels), figsize=(3 * len(panels), 1.1 * len(images)),
+                             squeeze=False)
+    for r in range(len(images)):
+        for c, (title, t) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(t[r].clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if cfg.task == "rec":
+                ax.set_title(f"{batch['label'][r]} -> {preds[r]}", fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,189 @@
+"""From specs + params to the concrete jobs: which runs to train, which evaluations to run.
+
+The Snakefile expands its rules from these functions and the report uses the same ones to find
+each cell's metrics file, so the two can never disagree about where a number comes from. A cell
+whose model or recognizer is not implemented yet yields no job; the report marks it instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stisr.config import work_name
+from stisr.models.registry import is_implemented
+from stisr.papers.spec import PSEUDO_SR, PaperSpec, RunSpec, TableSpec, all_runs, load_common
+
+COMPLEXITY_METRICS = ("params", "flops", "latency")
+# Losses that need pretrained weights nobody has wired in yet (VGG19 features for `perceptual`).
+UNAVAILABLE_LOSSES = {"perceptual": "the perceptual loss needs pretrained VGG19 features"}
+
+
+def slug(ref: str) -> str:
+    """A run id as one path component (`tsrn/tsrn` -> `tsrn.tsrn`)."""
+    return ref.replace("/", ".")
+
+
+def unslug(text: str) -> str:
+    return text.replace(".", "/", 1)
+
+
+def data_root(params: Mapping[str, Any]) -> Path:
+    if params["source"] == "embedded":
+        return Path("data") / "embedded" / params["scale"]
+    return Path("data") / "official"
+
+
+def run_dir(params: Mapping[str, Any], run_id: str) -> Path:
+    return Path("runs") / work_name(params) / "train" / slug(run_id)
+
+
+def eval_path(params: Mapping[str, Any], sr: str, recognizer: str, testset: str) -> Path:
+    return Path("runs") / work_name(params) / "eval" / slug(sr) / slug(recognizer) / f"{testset}.json"
+
+
+def complexity_path(params: Mapping[str, Any], sr: str, recognizer: str) -> Path:
+    return Path("runs") / work_name(params) / "complexity" / f"{slug(sr)}+{slug(recognizer)}.json"
+
+
+def train_set_dirs(params: Mapping[str, Any], name: str) -> list[Path]:
+    sets = load_common().train_sets
+    if name not in sets or params["source"] not in sets[name]:
+        raise KeyError(f"train set {name!r} has no {params['source']} data (common.yaml train_sets)")
+    return [data_root(params) / d for d in sets[name][params["source"]]]
+
+
+def testset_dirs(params: Mapping[str, Any], testset: str) -> dict[str, list[Path]]:
+    """Subset name -> folders (several when the official release splits a set, e.g. train1/2)."""
+    ts = load_common().testsets[testset]
+    mapped = ts.get("official", {}) if params["source"] == "official" else {}
+    root = data_root(params)
+    return {
+        s: [root / d for d in mapped[s]] if s in mapped else [root / ts["data"] / s]
+        for s in ts["subsets"]
+    }
+
+
+@dataclass(frozen=True)
+class Recognizer:
+    """How a recognizer reference is obtained on this data source."""
+
+    ref: str
+    model: str | None  # registry name; None for external recognizers
+    run: str | None = None  # a training run that produces it
+    weights: str | None = None  # a fetch-registry name of released weights
+    external: str | None = None
+
+
+def resolve_recognizer(params: Mapping[str, Any], ref: str, runs: Mapping[str, RunSpec]):
+    catalogue = load_common().recognizers
+    if ref in catalogue:
+        entry = catalogue[ref]
+        if "external" in entry:
+            return Recognizer(ref, None, external=entry["external"])
+        if params["source"] == "embedded":
+            return Recognizer(ref, entry["model"], run=entry["embedded_run"])
+        return Recognizer(ref, entry["model"], weights=entry["weights"])
+    return Recognizer(ref, runs[ref].model, run=ref)
+
+
+def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
+    rec = resolve_recognizer(params, ref, runs)
+    if rec.external:
+        return True
+    if rec.run is not None and not run_available(params, rec.run, runs):
+        return False
+    return is_implemented(rec.model)
+
+
+def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
+    """A run can be trained when its model (and what it starts from) is implemented."""
+    run = runs[run_id]
+    if not is_implemented(run.model) or set(run.losses) & set(UNAVAILABLE_LOSSES):
+        return False
+    return not (run.init and not recognizer_available(params, run.init, runs))
+
+
+def sr_available(params, sr: str, runs: Mapping[str, RunSpec]) -> bool:
+    return sr in PSEUDO_SR or run_available(params, sr, runs)
+
+
+def cell_status(params, src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> str | None:
+    """None when the pipeline computes this cell, else the reason it does not (yet)."""
+    if src.get("metric") == "size":
+        return None
+    sr, rec = src.get("sr"), src.get("recognizer")
+    if src.get("metric") in ("psnr", "ssim"):
+        rec = None
+    if sr is not None and not sr_available(params, sr, runs):
+        missing = sorted(set(runs[sr].losses) & set(UNAVAILABLE_LOSSES))
+        if missing and is_implemented(runs[sr].model):
+            return f"{sr}: {UNAVAILABLE_LOSSES[missing[0]]}"
+        return f"model of {sr} not implemented yet"
+    if rec is not None and not recognizer_available(params, rec, runs):
+        return f"recognizer {rec} not implemented yet"
+    return None
+
+
+@dataclass(frozen=True)
+class Jobs:
+    trains: tuple[str, ...]
+    evaluations: tuple[tuple[str, str, str], ...]  # (sr, recognizer, testset)
+    complexities: tuple[tuple[str, str], ...]  # (sr, recognizer)
+
+
+def table_jobs(params, table: TableSpec, runs: Mapping[str, RunSpec]) -> Jobs:
+    evals: set[tuple[str, str, str]] = set()
+    comps: set[tuple[str, str]] = set()
+    for row in table.rows:
+        if row.derive:
+            continue
+        for col in table.columns:
+            src = table.cell_source(row, col)
+            if cell_status(params, src, runs) is not None:
+                continue
+            if src["metric"] == "size":
+                evals.add(("hr", "none", src["testset"]))
+            elif src["metric"] in ("psnr", "ssim"):
+                evals.add((src["sr"], "none", src["testset"]))
+            elif src["metric"] in COMPLEXITY_METRICS:
+                comps.add((src.get("sr", "lr"), src.get("recognizer", "none")))
+            else:
+                evals.add((src.get("sr", "hr"), src.get("recognizer", "none"), src["testset"]))
+    trains = set()
+    for sr, rec, *_ in [*evals, *comps]:
+        trains |= _needed_runs(params, sr, rec, runs)
+    return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), tuple(sorted(comps)))
+
+
+def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
+    needed = set()
+    if sr not in PSEUDO_SR:
+        needed.add(sr)
+    if rec != "none":
+        r = resolve_recognizer(params, rec, runs)
+        if r.run:
+            needed.add(r.run)
+    for run_id in list(needed):
+        init = runs[run_id].init
+        if init:
+            r = resolve_recognizer(params, init, runs)
+            if r.run:
+                needed.add(r.run)
+    return needed
+
+
+def all_jobs(params, specs: Mapping[str, PaperSpec]) -> Jobs:
+    runs = all_runs(dict(specs))
+    trains: set[str] = set()
+    evals: set[tuple[str, str, str]] = set()
+    comps: set[tuple[str, str]] = set()
+    for paper in params["papers"]:
+        for table in specs[paper].tables:
+            j = table_jobs(params, table, runs)
+            trains |= set(j.trains)
+            evals |= set(j.evaluations)
+            comps |= set(j.complexities)
+    return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), tuple(sorted(comps)))

@@ -1,0 +1,369 @@
+"""Paper tables: spec cells + metric files -> a long CSV (one row per cell) and a wide Markdown.
+
+Every cell says where its number comes from and, when there is none, why: the model is not
+implemented yet, or a job that should have written the metrics did not ("missing metrics", which a
+finished pipeline never shows). Numbers are read from the files `stisr.papers.plan` names, so the
+report and the workflow cannot disagree about a cell's source.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stisr.papers import plan
+from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec
+
+FRAME_COLUMNS = (
+    "table",
+    "row",
+    "row_label",
+    "column",
+    "column_label",
+    "paper",
+    "reproduced",
+    "delta",
+    "status",
+    "source",
+    "extra",
+)
+REPRODUCED = "reproduced"
+NOT_YET = "not reproduced yet"
+MISSING = "missing metrics"
+NO_PAPER = "no paper value"
+EMBEDDED_WARNING = (
+    "**Warning: these are embedded synthetic-data results. They check the pipeline; they are "
+    "never a replication of the paper's numbers.**"
+)
+_DEFAULT_DECIMALS = {"accuracy": 1, "psnr": 2, "ssim": 4, "params": 2, "flops": 2, "latency": 1}
+_COMPLEXITY_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms"}
+
+
+# --- atomic writes (shared by figures.py and index.py) -------------------------------------------
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write via a temp file in the same folder so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --- reading one cell ----------------------------------------------------------------------------
+
+
+def read_json(path: Path, cache: dict[Path, Any] | None = None) -> Any:
+    """Parse a metrics file; a corrupt one is an error naming the file (writes are atomic)."""
+    if cache is not None and path in cache:
+        return cache[path]
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if cache is not None:
+        cache[path] = data
+    return data
+
+
+def metric_scale(src: Mapping[str, Any], metric_format: str) -> float:
+    """Display factor: the paper prints accuracy in percent and parameters in millions."""
+    if src.get("scale") is not None:
+        return float(src["scale"])
+    metric = src.get("metric")
+    if metric == "accuracy":
+        return 100.0 if metric_format == "percent" else 1.0
+    if metric == "params":
+        return 1e-6
+    return 1.0
+
+
+def metrics_path(params: Mapping[str, Any], src: Mapping[str, Any]) -> Path:
+    """The file the pipeline writes for this cell (mirrors the job choice of `plan.table_jobs`)."""
+    metric = src.get("metric")
+    if metric in plan.COMPLEXITY_METRICS:
+        return plan.complexity_path(params, src.get("sr", "lr"), src.get("recognizer", "none"))
+    if "testset" not in src:
+        raise ValueError(f"cell source {src!r} has no testset")
+    if metric == "size":  # counted by the HR evaluation without a recognizer
+        return plan.eval_path(params, "hr", "none", src["testset"])
+    if metric in ("psnr", "ssim"):  # image quality needs no recognizer
+        return plan.eval_path(params, src.get("sr", "hr"), "none", src["testset"])
+    sr, rec = src.get("sr", "hr"), src.get("recognizer", "none")
+    return plan.eval_path(params, sr, rec, src["testset"])
+
+
+def cell_value(
+    params: Mapping[str, Any],
+    src: Mapping[str, Any],
+    runs: Mapping[str, RunSpec],
+    metric_format: str = "percent",
+    cache: dict[Path, Any] | None = None,
+) -> tuple[float | None, str]:
+    """(display-scaled value, status) of one cell; value is None unless status is reproduced."""
+    reason = plan.cell_status(params, src, runs)
+    if reason is not None:
+        return None, f"{NOT_YET}: {reason}"
+    path = metrics_path(params, src)
+    if not path.is_file():
+        return None, f"{MISSING}: {path}"
+    data = read_json(path, cache)
+    metric = src["metric"]
+    if metric in _COMPLEXITY_KEYS:
+        raw = data.get(_COMPLEXITY_KEYS[metric]) if isinstance(data, dict) else None
+        where = f"{_COMPLEXITY_KEYS[metric]} in {path}"
+    else:
+        subsets = data.get("subsets", {}) if isinstance(data, dict) else {}
+        subset = src.get("subset")
+        raw = subsets.get(subset, {}).get(metric) if isinstance(subsets, dict) else None
+        where = f"{metric} of subset {subset} in {path}"
+    if raw is None:
+        return None, f"{NOT_YET}: no {where}"
+    return float(raw) * metric_scale(src, metric_format), REPRODUCED
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def _as_number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(out) else out
+
+
+def compact_source(src: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={src[k]}" for k in CELL_KEYS if k in src)
+
+
+def paper_values(table: TableSpec, row: Row) -> dict[str, Any]:
+    """Column id -> the paper's printed value (extra columns have none)."""
+    values = iter(row.paper)
+    return {c.id: (None if c.extra else next(values, None)) for c in table.columns}
+
+
+def _derive(op: str, a: float, b: float) -> float | None:
+    if op == "sub":
+        return a - b
+    if op == "add":
+        return a + b
+    return None if b == 0 else a / b  # ratio
+
+
+def compute_table(
+    table: TableSpec, params: Mapping[str, Any], runs: Mapping[str, RunSpec]
+) -> pd.DataFrame:
+    """One row per cell (long format): the paper's number, ours, the delta and the status."""
+    cache: dict[Path, Any] = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in table.rows:
+        if row.derive:
+            continue
+        for col in table.columns:
+            src = table.cell_source(row, col)
+            value, status = cell_value(params, src, runs, table.metric_format, cache)
+            cells[(row.id, col.id)] = {
+                "reproduced": value,
+                "status": status,
+                "source": compact_source(src),
+            }
+    for row in table.rows:  # derived rows after all their inputs (a derived row may use another)
+        if not row.derive:
+            continue
+        op, a, b = row.derive["op"], row.derive["a"], row.derive["b"]
+        for col in table.columns:
+            ca, cb = cells.get((a, col.id)), cells.get((b, col.id))
+            value, status = None, f"{NOT_YET}: rows {a} and {b} come after this derived row"
+            if ca is not None and cb is not None:
+                value, status = _derive_cell(op, a, b, ca, cb)
+            cells[(row.id, col.id)] = {
+                "reproduced": value,
+                "status": status,
+                "source": f"{op}({a}, {b})",
+            }
+    records = []
+    for row in table.rows:
+        papers = paper_values(table, row)
+        for col in table.columns:
+            cell = cells[(row.id, col.id)]
+            paper, ours = papers[col.id], cell["reproduced"]
+            status = cell["status"]
+            if status == REPRODUCED and papers[col.id] is None:
+                status = NO_PAPER
+            p_num = _as_number(paper)
+            delta = ours - p_num if ours is not None and p_num is not None else None
+            records.append({
+                "table": table.id, "row": row.id, "row_label": row.label, "column": col.id,
+                "column_label": col.label, "paper": paper, "reproduced": ours, "delta": delta,
+                "status": status, "source": cell["source"], "extra": col.extra,
+            })  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=list(FRAME_COLUMNS))
+
+
+def _derive_cell(
+    op: str, a: str, b: str, ca: Mapping[str, Any], cb: Mapping[str, Any]
+) -> tuple[float | None, str]:
+    for cell in (ca, cb):
+        if cell["status"].startswith(MISSING):
+            return None, cell["status"]
+    for name, cell in ((a, ca), (b, cb)):
+        if cell["reproduced"] is None:
+            reason = cell["status"].removeprefix(f"{NOT_YET}: ")
+            return None, f"{NOT_YET}: row {name}: {reason}"
+    value = _derive(op, ca["reproduced"], cb["reproduced"])
+    if value is None:
+        return None, f"{NOT_YET}: row {b} is 0 (ratio undefined)"
+    return value, REPRODUCED
+
+
+# --- Markdown -------------------------------------------------------------------------------------
+
+
+def _decimals_of(value: Any) -> int:
+    text = repr(float(value)) if not isinstance(value, int) else str(value)
+    if "e" in text or "." not in text:
+        return 0
+    frac = text.split(".", 1)[1].rstrip("0")
+    return min(len(frac), 4)
+
+
+def column_decimals(table: TableSpec) -> dict[str, int]:
+    """Print ours with the precision the paper prints (per column), else a per-metric default."""
+    out = {}
+    for col in table.columns:
+        srcs = [table.cell_source(r, col) for r in table.rows if not r.derive]
+        fmts = {s.get("format") for s in srcs}
+        if table.metric_format == "int" or fmts == {"int"}:
+            out[col.id] = 0
+            continue
+        papers = [paper_values(table, r)[col.id] for r in table.rows]
+        nums = [p for p in papers if _as_number(p) is not None]
+        if nums:
+            out[col.id] = max(1, max(_decimals_of(p) for p in nums))
+        else:
+            metrics = [s.get("metric") for s in srcs]
+            out[col.id] = max((_DEFAULT_DECIMALS.get(m, 2) for m in metrics), default=2)
+    return out
+
+
+def cell_decimals(table: TableSpec, row: Row, column_id: str, default: int) -> int:
+    """A cell's own `format: int` (e.g. a row of image counts) wins over its column's precision."""
+    if row.derive:
+        return default
+    col = next(c for c in table.columns if c.id == column_id)
+    src = table.cell_source(row, col)
+    return 0 if src.get("format") == "int" or src.get("metric") == "size" else default
+
+
+def _fmt(value: Any, decimals: int, sign: bool = False) -> str:
+    num = _as_number(value)
+    if num is None:
+        return "-" if value is None or _is_nan(value) else str(value)
+    return f"{num:+.{decimals}f}" if sign else f"{num:.{decimals}f}"
+
+
+def _escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def format_cell(paper: Any, ours: float | None, status: str, decimals: int) -> str:
+    """'ours / paper (delta)', or the paper's number marked as not reproduced yet."""
+    has_paper = paper is not None and not _is_nan(paper)
+    if ours is not None and not _is_nan(ours):
+        if not has_paper:
+            return _fmt(ours, decimals)
+        p_num = _as_number(paper)
+        delta = f" ({_fmt(ours - p_num, decimals, sign=True)})" if p_num is not None else ""
+        return f"{_fmt(ours, decimals)} / {_fmt(paper, decimals)}{delta}"
+    what = "missing metrics" if status.startswith(MISSING) else "not reproduced yet"
+    return f"paper: {_fmt(paper, decimals)} - {what}" if has_paper else "-"
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def data_banner(params: Mapping[str, Any]) -> list[str]:
+    """The data source/scale header every report page starts with."""
+    lines = [
+        f"Data source: `{params['source']}`, scale: `{params['scale']}` "
+        f"(metrics under `runs/{params['source']}-{params['scale']}/`)."
+    ]
+    if params["source"] == "embedded":
+        lines += ["", f"> {EMBEDDED_WARNING}"]
+    elif params["scale"] != "paper":
+        lines += ["", f"> Scale `{params['scale']}` uses reduced models and schedules: the numbers "
+                      "are not comparable with the paper's."]  # fmt: skip
+    return lines
+
+
+def coverage_of(frame: pd.DataFrame) -> tuple[int, int]:
+    """(reproduced, total) over the cells that carry a paper number."""
+    paper_cells = frame[frame["paper"].notna() & ~frame["extra"].astype(bool)]
+    return int((paper_cells["status"] == REPRODUCED).sum()), len(paper_cells)
+
+
+def table_markdown(table: TableSpec, frame: pd.DataFrame, params: Mapping[str, Any]) -> str:
+    decimals = column_decimals(table)
+    cols = list(table.columns)
+    header = ["", *table.text_columns]
+    header += [f"{c.label} (extra)" if c.extra else c.label for c in cols]
+    lines = [f"# {table.paper} {table.id}: {table.title}", "", *data_banner(params), ""]
+    unit = "accuracy in %" if table.metric_format == "percent" else "values as the paper prints"
+    lines += [f"Cells: ours / paper (ours - paper); {unit}. Extra columns have no paper number."]
+    lines.append("")
+    if table.caption:
+        lines += [table.caption, ""]
+    lines.append("| " + " | ".join(_escape(h) for h in header) + " |")
+    lines.append("|" + "---|" * len(header))
+    by_cell = {(r.row, r.column): r for r in frame.itertuples(index=False)}
+    for row in table.rows:
+        out = [row.label, *(row.text.get(t, "") for t in table.text_columns)]
+        for c in cols:
+            cell = by_cell[(row.id, c.id)]
+            ours = None if _is_nan(cell.reproduced) else cell.reproduced
+            paper = None if _is_nan(cell.paper) else cell.paper
+            places = cell_decimals(table, row, c.id, decimals[c.id])
+            out.append(format_cell(paper, ours, cell.status, places))
+        lines.append("| " + " | ".join(_escape(x) for x in out) + " |")
+    done, total = coverage_of(frame)
+    lines += ["", f"Coverage: {done} of {total} paper cells reproduced.", ""]
+    reasons = frame.loc[frame["status"] != REPRODUCED, "status"]
+    reasons = reasons[reasons != NO_PAPER].value_counts()
+    if len(reasons):
+        lines += ["Not reproduced:", ""]
+        lines += [f"- {_escape(reason)} ({n} cells)" for reason, n in sorted(reasons.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_table(
+    table: TableSpec, params: Mapping[str, Any], runs: Mapping[str, RunSpec], out_dir: Path
+) -> list[Path]:
+    """Write `<out_dir>/<paper>/<table>.csv` (long) and `.md` (wide), atomically."""
+    frame = compute_table(table, params, runs)
+    base = Path(out_dir) / table.paper / table.id
+    csv_path = atomic_write_text(base.with_suffix(".csv"), frame.to_csv(index=False))
+    md_path = atomic_write_text(base.with_suffix(".md"), table_markdown(table, frame, params))
+    return [csv_path, md_path]

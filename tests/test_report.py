@@ -1,0 +1,294 @@
+"""Report: tables (long CSV + wide Markdown), figures (PNG + status JSON) and the results index."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stisr.papers import plan
+from stisr.papers.spec import all_runs, load_specs, parse_spec
+from stisr.report.figures import EMBEDDED_NOTE, write_figure
+from stisr.report.index import coverage, write_index
+from stisr.report.tables import (
+    EMBEDDED_WARNING,
+    MISSING,
+    NOT_YET,
+    REPRODUCED,
+    compute_table,
+    write_table,
+)
+
+PARAMS = {"source": "embedded", "scale": "demo", "papers": ["fake"]}
+IMPLEMENTED = {"good_sr", "good_rec"}
+
+SPEC = """
+paper: fake
+title: "A fake paper"
+venue: Test 2024
+runs:
+  good: {task: sr, model: good_sr}
+  bad: {task: sr, model: bad_sr}
+  reader: {task: rec, model: good_rec, train_set: synth_text}
+tables:
+  - id: t1
+    title: "Accuracy"
+    metric_format: percent
+    defaults: {testset: textzoom_test, metric: accuracy, recognizer: reader}
+    text_columns: [Loss]
+    columns:
+      - {id: easy, label: easy, subset: easy}
+      - {id: average, label: average, subset: average}
+    extra_columns:
+      - {id: judge, label: "PP-OCRv4 average", recognizer: ppocr, subset: average}
+    rows:
+      - {id: lr, label: LR, sr: lr, text: {Loss: "-"}, paper: [40.0, 30.0]}
+      - {id: good, label: "Good | net", sr: good, text: {Loss: L2}, paper: [50.0, 41.0]}
+      - {id: bad, label: Bad, sr: bad, text: {Loss: L1}, paper: [60.0, 45.5]}
+      - {id: gain, label: Gain, derive: {op: sub, a: good, b: lr}, paper: [10.0, 11.0]}
+      - {id: gain_bad, label: Gain bad, derive: {op: sub, a: bad, b: lr}, paper: [20.0, 15.5]}
+  - id: t2
+    title: "Size and fidelity"
+    metric_format: float
+    defaults: {testset: textzoom_test, subset: average}
+    columns:
+      - {id: params, label: "Params (M)", metric: params}
+      - {id: psnr, label: PSNR, metric: psnr}
+      - {id: ssim, label: "SSIM x100", metric: ssim, scale: 100}
+    rows:
+      - {id: good, label: Good, sr: good, recognizer: reader, paper: [1.5, 21.0, 75.0]}
+      - {id: bicubic, label: Bicubic, sr: bicubic, paper: [null, 20.0, 70.0]}
+figures:
+  - {id: f1, title: "Accuracy by method", kind: accuracy_by_method, table: t1, rows: [lr, good],
+     recognizers: [reader], subset: average, baseline: {sr: lr, style: dotted}}
+  - {id: f2, title: "Architecture", kind: architecture}
+  - id: f3
+    title: "Samples"
+    kind: image_grid
+    testset: textzoom_test
+    subset: easy
+    recognizer: reader
+    columns: [{label: LR, sr: lr}, {label: Good, sr: good}, {label: HR, sr: hr},
+              {label: GT, show: label}]
+    count: 2
+  - {id: f4, title: "Sweep", kind: accuracy_vs_param, param: step, testset: textzoom_test,
+     subset: average, recognizer: reader, points: [{x: 1, sr: lr, paper: 30.0}, {x: 2, sr: good}]}
+  - {id: f5, title: "Degradation sweep", kind: accuracy_vs_param, x: [0, 1],
+     series: [{label: Good, sr: good, recognizer: reader}]}
+  - {id: f6, title: "Something new", kind: hologram}
+"""
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "fake.yaml"
+    path.write_text(SPEC)
+    monkeypatch.setattr(plan, "is_implemented", lambda name: name in IMPLEMENTED)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return parse_spec(path)
+
+
+def _write_eval(sr: str, rec: str, subsets: dict, samples: dict | None = None) -> Path:
+    path = plan.eval_path(PARAMS, sr, rec, "textzoom_test")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"sr": sr, "recognizer": rec, "testset": "textzoom_test", "source": "embedded",
+            "scale": "demo", "subsets": subsets}  # fmt: skip
+    if samples is not None:
+        npz = path.with_suffix(".samples.npz")
+        np.savez_compressed(npz, **samples)
+        data["samples"] = npz.name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _samples(subset: str, images: np.ndarray, preds: list[str]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    n = len(preds)
+    return {
+        f"{subset}/images": images,
+        f"{subset}/preds": np.array(preds, dtype=str),
+        f"{subset}/labels": np.array(["hello", "world"][:n], dtype=str),
+        f"{subset}/lr": rng.integers(0, 256, (n, 16, 64, 3), dtype=np.uint8),
+        f"{subset}/hr": rng.integers(0, 256, (n, 32, 128, 3), dtype=np.uint8),
+    }
+
+
+@pytest.fixture
+def metrics(spec):
+    """Metric files as the pipeline writes them (`bicubic` evaluations deliberately absent)."""
+    rng = np.random.default_rng(1)
+    lr_imgs = rng.integers(0, 256, (2, 16, 64, 3), dtype=np.uint8)
+    sr_imgs = rng.integers(0, 256, (2, 32, 128, 3), dtype=np.uint8)
+    _write_eval("lr", "fake/reader", {"easy": {"accuracy": 0.40, "size": 2},
+                                      "average": {"accuracy": 0.32, "size": 6}},
+                _samples("easy", lr_imgs, ["hallo", "world"]))  # fmt: skip
+    _write_eval("fake/good", "fake/reader", {"easy": {"accuracy": 0.55, "size": 2},
+                                             "average": {"accuracy": 0.43, "size": 6}},
+                _samples("easy", sr_imgs, ["hello", "w0rd"]))  # fmt: skip
+    _write_eval("fake/good", "ppocr", {"average": {"accuracy": 0.6, "size": 6}})
+    _write_eval("fake/good", "none", {"average": {"psnr": 21.5, "ssim": 0.7612, "size": 6}})
+    comp = plan.complexity_path(PARAMS, "fake/good", "fake/reader")
+    comp.parent.mkdir(parents=True, exist_ok=True)
+    comp.write_text(json.dumps({"params": 1234567, "flops": 0.5, "macs": 0.25, "latency_ms": 3}))
+    return spec
+
+
+def _cell(frame: pd.DataFrame, row: str, col: str) -> pd.Series:
+    return frame[(frame["row"] == row) & (frame["column"] == col)].iloc[0]
+
+
+def test_compute_table_values_delta_derived_and_status(metrics):
+    runs = all_runs({"fake": metrics})
+    t1 = compute_table(metrics.tables[0], PARAMS, runs)
+    assert len(t1) == 5 * 3 and list(t1.columns[:3]) == ["table", "row", "row_label"]
+    good = _cell(t1, "good", "easy")
+    assert good["reproduced"] == pytest.approx(55.0) and good["delta"] == pytest.approx(5.0)
+    assert good["status"] == REPRODUCED and "sr=fake/good" in good["source"]
+    bad = _cell(t1, "bad", "average")
+    assert math.isnan(bad["reproduced"]) and bad["paper"] == 45.5
+    assert bad["status"] == f"{NOT_YET}: model of fake/bad not implemented yet"
+    gain = _cell(t1, "gain", "average")  # (43 - 32) from our rows; the paper prints 11.0
+    assert gain["reproduced"] == pytest.approx(11.0) and gain["delta"] == pytest.approx(0.0)
+    assert gain["status"] == REPRODUCED and gain["source"] == "sub(good, lr)"
+    gain_bad = _cell(t1, "gain_bad", "easy")
+    assert gain_bad["status"].startswith(NOT_YET) and "bad" in gain_bad["status"]
+    judge = _cell(t1, "good", "judge")
+    assert judge["extra"] and judge["reproduced"] == pytest.approx(60.0)
+    assert judge["status"] == "no paper value" and math.isnan(judge["paper"])
+    assert _cell(t1, "lr", "judge")["status"].startswith(MISSING)
+
+    t2 = compute_table(metrics.tables[1], PARAMS, runs)
+    assert _cell(t2, "good", "params")["reproduced"] == pytest.approx(1.234567)
+    assert _cell(t2, "good", "psnr")["reproduced"] == pytest.approx(21.5)
+    assert _cell(t2, "good", "ssim")["reproduced"] == pytest.approx(76.12)  # scale: 100
+    missing = _cell(t2, "bicubic", "psnr")["status"]
+    assert missing == f"{MISSING}: runs/embedded-demo/eval/bicubic/none/textzoom_test.json"
+
+
+def test_write_table_csv_and_markdown(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    out = tmp_path / "results"
+    paths = write_table(metrics.tables[0], PARAMS, runs, out)
+    assert paths == [out / "fake" / "t1.csv", out / "fake" / "t1.md"]
+    back = pd.read_csv(paths[0])
+    assert len(back) == 15 and set(back["status"]) >= {REPRODUCED, "no paper value"}
+    md = paths[1].read_text()
+    assert EMBEDDED_WARNING in md and "embedded synthetic-data" in md
+    assert "`embedded`" in md and "`demo`" in md
+    assert "| Good \\| net | L2 | 55.0 / 50.0 (+5.0) | 43.0 / 41.0 (+2.0) | 60.0 |" in md
+    assert "paper: 60.0 - not reproduced yet" in md
+    assert "Coverage: 6 of 10 paper cells reproduced." in md
+    assert not list((out / "fake").glob(".*"))  # no temp files left behind
+
+    md2 = write_table(metrics.tables[1], PARAMS, runs, out)[1].read_text()
+    assert "1.2 / 1.5 (-0.3)" in md2 and "76.1 / 75.0 (+1.1)" in md2  # the paper's precision
+    assert "paper: 20.0 - missing metrics" in md2
+
+    official = {**PARAMS, "source": "official", "scale": "paper"}
+    md3 = write_table(metrics.tables[1], official, runs, out)[1].read_text()
+    assert EMBEDDED_WARNING not in md3 and "`official`" in md3 and "runs/official-paper" in md3
+
+
+def _png_text(path: Path) -> dict[str, str]:
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] > 100
+        return dict(img.text)
+
+
+def test_figures_reproduced_and_not(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    out = tmp_path / "results" / "fake"
+    figs = {f.id: f for f in metrics.figures}
+
+    assert write_figure(figs["f1"], PARAMS, runs, out / "f1.png", spec=metrics) is True
+    assert EMBEDDED_NOTE in _png_text(out / "f1.png")["Description"]
+    status = json.loads((out / "f1.json").read_text())
+    assert status["reproduced"] is True and status["reason"] == ""
+
+    assert write_figure(figs["f2"], PARAMS, runs, out / "f2.png", spec=metrics) is False
+    assert "not reproduced yet" in _png_text(out / "f2.png")["Description"]
+    assert json.loads((out / "f2.json").read_text())["reason"]
+
+    assert write_figure(figs["f6"], PARAMS, runs, out / "f6.png", spec=metrics) is False
+    assert "hologram" in json.loads((out / "f6.json").read_text())["reason"]
+
+    assert write_figure(figs["f4"], PARAMS, runs, out / "f4.png", spec=metrics) is True
+    assert write_figure(figs["f5"], PARAMS, runs, out / "f5.png", spec=metrics) is False
+    assert "no evaluation per x" in json.loads((out / "f5.json").read_text())["reason"]
+
+
+def test_image_grid_partial_then_complete(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    fig = next(f for f in metrics.figures if f.id == "f3")
+    out = tmp_path / "f3.png"
+    # The HR column has images (from any evaluation) but no reading by the recognizer yet.
+    assert write_figure(fig, PARAMS, runs, out, spec=metrics) is False
+    reason = json.loads(out.with_suffix(".json").read_text())["reason"]
+    assert reason.startswith("HR:") and "hr/fake.reader" in reason
+    hr = np.random.default_rng(3).integers(0, 256, (2, 32, 128, 3), dtype=np.uint8)
+    _write_eval("hr", "fake/reader", {"easy": {"accuracy": 1.0, "size": 2}},
+                _samples("easy", hr, ["hello", "world"]))  # fmt: skip
+    assert write_figure(fig, PARAMS, runs, out, spec=metrics) is True
+    assert EMBEDDED_NOTE in _png_text(out)["Description"]
+
+
+def test_index_coverage(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    results = tmp_path / "results"
+    for table in metrics.tables:
+        write_table(table, PARAMS, runs, results)
+    for fig in metrics.figures[:2]:  # f1 reproduced, f2 not; the others never written
+        write_figure(fig, PARAMS, runs, results / "fake" / f"{fig.id}.png", spec=metrics)
+    cov = coverage(results)
+    assert (cov["cells_reproduced"], cov["cells_total"]) == (9, 15)
+    assert (cov["figures_reproduced"], cov["figures_total"]) == (1, 2)
+    with_specs = coverage(results, {"fake": metrics})
+    assert with_specs["figures_total"] == len(metrics.figures) and with_specs["cells_total"] == 15
+
+    readme = write_index(PARAMS, {"fake": metrics}, results)
+    text = readme.read_text()
+    assert readme == results / "README.md" and EMBEDDED_WARNING in text
+    assert "Coverage: 9 / 15 paper cells reproduced (60.0%); figures: 1 / 6 reproduced." in text
+    assert "| t1 | Accuracy | 6 / 10 | [md](fake/t1.md) [csv](fake/t1.csv) |" in text
+    assert "| [f1](fake/f1.png) | Accuracy by method | reproduced |" in text
+    assert "| f3 | Samples | not reproduced yet - not generated yet |" in text
+
+
+def test_shipped_specs_without_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """No model implemented, no metric file: every paper cell says why it is not reproduced."""
+    monkeypatch.setattr(plan, "is_implemented", lambda name: False)
+    monkeypatch.chdir(tmp_path)
+    specs = load_specs()
+    runs = all_runs(specs)
+    params = {"source": "embedded", "scale": "demo", "papers": list(specs)}
+    n_tables = 0
+    for spec in specs.values():
+        for table in spec.tables:
+            frame = compute_table(table, params, runs)
+            n_tables += 1
+            assert REPRODUCED not in set(frame["status"]), table.key
+            by_row = {r.id: r for r in table.rows}
+            cols = {c.id: c for c in table.columns}
+            for cell in frame[frame["paper"].notna() & ~frame["extra"]].itertuples():
+                row = by_row[cell.row]
+                pipeline_only = not row.derive and plan.cell_status(
+                    params, table.cell_source(row, cols[cell.column]), runs) is None  # fmt: skip
+                if pipeline_only:  # pseudo inputs (lr, hr, bicubic) and set sizes: a job is due
+                    assert cell.status.startswith(MISSING), (table.key, cell.row, cell.column)
+                elif row.derive:  # inherits the reason of its inputs
+                    assert cell.status.startswith((NOT_YET, MISSING)), (table.key, cell.row)
+                else:
+                    assert cell.status.startswith(NOT_YET), (table.key, cell.row, cell.column)
+    assert n_tables >= 5
+    figs = [f for s in specs.values() for f in s.figures]
+    for fig in figs:
+        out = tmp_path / "results" / fig.paper / f"{fig.id}.png"
+        assert write_figure(fig, params, runs, out) is False, fig.key
+        assert json.loads(out.with_suffix(".json").read_text())["reason"], fig.key

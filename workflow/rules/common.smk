@@ -1,0 +1,48 @@
+# Shared state: validated params, the paper specs, and the jobs they imply (stisr.papers.plan).
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
+
+from stisr.config import ParamsError, validate_params, work_name  # noqa: E402
+from stisr.papers import plan  # noqa: E402
+from stisr.papers.spec import PSEUDO_SR, all_runs, load_common, load_specs  # noqa: E402
+
+try:
+    validate_params(config, "params.yaml (+ --config overrides)")
+except ParamsError as err:
+    raise WorkflowError(str(err)) from None
+
+SPECS = load_specs()
+RUNS = all_runs(SPECS)
+COMMON = load_common()
+WORK = work_name(config)
+DATA = str(plan.data_root(config))
+JOBS = plan.all_jobs(config, SPECS)
+STISR = f"stisr --set source={config['source']} --set scale={config['scale']}"
+EMBEDDED = config["source"] == "embedded"
+LOGS = f"logs/{WORK}"
+
+wildcard_constraints:
+    run=r"[^/]+",
+    sr=r"[^/]+",
+    rec=r"[^/]+",
+    testset=r"[^/]+",
+    paper=r"[^/]+",
+    table=r"[^/]+",
+    figure=r"[^/]+",
+
+
+def subset_dirs(testset):
+    return [str(d) for dirs in plan.testset_dirs(config, testset).values() for d in dirs]
+
+
+RESULTS_INDEX = "results/README.md"
+TABLE_FILES = [
+    f"results/{p}/{t.id}.csv" for p in config["papers"] for t in SPECS[p].tables
+]
+FIGURE_FILES = [
+    f"results/{p}/{f.id}.png" for p in config["papers"] for f in SPECS[p].figures
+]
+TRACKED_SR = sorted({sr for sr, _, _ in JOBS.evaluations if sr not in ("lr", "hr", "hr_bicubic_lr")})
+TRACK_FILES = [f"runs/{WORK}/tracked/{plan.slug(sr)}.json" for sr in TRACKED_SR]

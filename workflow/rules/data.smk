@@ -1,0 +1,77 @@
+# Data at the edges: embedded generation or official download, then derived LR benchmark sets.
+# Every dataset is a directory of LMDBs in the official formats, so one loader serves both sources.
+
+
+def data_inputs(dirs):
+    """The producing rule's output for each data folder (the dataset root, not the subfolder)."""
+    roots = set()
+    for d in dirs:
+        rel = Path(d).relative_to(DATA).parts
+        roots.add(str(Path(DATA, *rel[: 2 if rel[0] == "str_lr" else 1])))
+    return sorted(roots)
+
+
+STR_BENCHMARKS = ["ic13", "ic15", "iiit5k", "svt", "svtp", "cute80"]
+
+if EMBEDDED:
+
+    rule synth_textzoom:
+        output:
+            directory(f"{DATA}/textzoom"),
+        log:
+            f"{LOGS}/synth_textzoom.log",
+        shell:
+            "{STISR} -q synth textzoom --out {output} 2> {log}"
+
+    rule synth_str:
+        output:
+            directory(f"{DATA}/str"),
+        log:
+            f"{LOGS}/synth_str.log",
+        shell:
+            "{STISR} -q synth str --out {output} 2> {log}"
+
+else:
+    # One rule per entry of the fetch registry (src/stisr/data/sources.yaml).
+    from stisr.data.fetch import load_sources
+
+    for _src in load_sources().values():
+
+        rule:
+            name:
+                f"fetch_{_src.name}"
+            output:
+                directory(f"data/official/{_src.dest}")
+                if _src.archive != "none" or _src.kind == "dataset"
+                else f"data/official/{_src.dest}",
+            log:
+                f"logs/fetch/{_src.name}.log",
+            params:
+                name=_src.name,
+            shell:
+                "stisr fetch {params.name} --root data/official 2> {log}"
+
+    rule import_weights:
+        input:
+            lambda wc: f"data/official/{load_sources()[wc.name].dest}",
+        output:
+            "data/official/weights/{name}.stisr.pt",
+        log:
+            "logs/fetch/import_{name}.log",
+        shell:
+            "stisr import-weights {wildcards.name} --out {output} 2> {log}"
+
+
+rule degrade_str:
+    input:
+        f"{DATA}/str",
+    output:
+        directory(f"{DATA}/str_lr/{{kind}}"),
+    wildcard_constraints:
+        kind="commonlr|lemma|kdltr",
+    log:
+        f"{LOGS}/degrade_{{kind}}.log",
+    params:
+        src=lambda wc, input: " ".join(f"{input[0]}/{s}" for s in STR_BENCHMARKS),
+    shell:
+        "{STISR} -q degrade {wildcards.kind} --src {params.src} --out {output} 2> {log}"

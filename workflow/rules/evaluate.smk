@@ -1,0 +1,43 @@
+# One job per (image source, recognizer, test set): accuracy per subset, PSNR and SSIM.
+
+
+def checkpoint_of(ref):
+    return [] if ref in PSEUDO_SR else [str(plan.run_dir(config, ref) / "model.pt")]
+
+
+def recognizer_inputs(ref):
+    if ref == "none":
+        return []
+    rec = plan.resolve_recognizer(config, ref, RUNS)
+    if rec.external:
+        return []
+    if rec.run:
+        return [str(plan.run_dir(config, rec.run) / "model.pt")]
+    return [f"data/official/weights/{rec.weights}.stisr.pt"]
+
+
+def evaluate_inputs(wildcards):
+    sr, rec = plan.unslug(wildcards.sr), plan.unslug(wildcards.rec)
+    return (
+        checkpoint_of(sr)
+        + recognizer_inputs(rec)
+        + data_inputs(subset_dirs(wildcards.testset))
+    )
+
+
+rule evaluate:
+    input:
+        evaluate_inputs,
+    output:
+        f"runs/{WORK}/eval/{{sr}}/{{rec}}/{{testset}}.json",
+    log:
+        f"{LOGS}/eval/{{sr}}/{{rec}}/{{testset}}.log",
+    threads: config["train"]["torch_threads"]
+    resources:
+        runtime=config["slurm"]["eval_runtime_min"],
+    params:
+        sr=lambda wc: plan.unslug(wc.sr),
+        rec=lambda wc: plan.unslug(wc.rec),
+    shell:
+        "{STISR} -q evaluate --sr {params.sr} --recognizer {params.rec} "
+        "--testset {wildcards.testset} 2> {log}"
