@@ -156,6 +156,7 @@ def _accuracy_by_method(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="best")
     ax.set_title(fig.title, fontsize=9)
+    figure.tight_layout()
     reason = None
     if reasons:
         reason = f"{n_done} of {n_total} points computed; first missing: {reasons[0]}"
@@ -238,6 +239,7 @@ def _accuracy_vs_param(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(fig.title, fontsize=9)
+    figure.tight_layout()
     reason = None
     if reasons:
         reason = (
@@ -427,7 +429,8 @@ def _image_grid(
                     wrong = set(wrong_char_positions(text, str(truth[i])))
                     text = normalize_label(text)  # the positions index the normalized string
                 _draw_string(ax, text, wrong, -0.06)
-    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / (0.8 * n + 1.0), bottom=0.12,
+    height = 0.8 * n + 1.0
+    figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / height, bottom=0.3 / height,
                            hspace=0.75, wspace=0.08)  # fmt: skip
     figure.suptitle(fig.title, fontsize=9)
     reason = "; ".join(dict.fromkeys(reasons)) if reasons else None
@@ -487,19 +490,20 @@ def write_figure(
     if figure is None:
         figure = placeholder(fig, reason or "unknown")
     else:
+        # Outside the drawing area: `bbox_inches="tight"` grows the canvas to hold them.
+        chars = int(figure.get_figwidth() * 72 / (0.55 * 7))
         if reason:
-            figure.text(0.5, 0.995, textwrap.fill(
-                f"{fig.paper} {fig.id}: not reproduced yet - {reason}", 140), ha="center",
-                va="top", fontsize=7, color="firebrick")  # fmt: skip
+            header = textwrap.fill(f"{fig.paper} {fig.id}: not reproduced yet - {reason}", chars)
+            figure.text(0.5, 1.0, header, ha="center", va="bottom", fontsize=7, color="firebrick")
         if embedded:
-            figure.text(0.5, 0.005, EMBEDDED_NOTE, ha="center", va="bottom", fontsize=8,
+            figure.text(0.5, 0.0, EMBEDDED_NOTE, ha="center", va="top", fontsize=8,
                         color="firebrick", style="italic")  # fmt: skip
     reproduced = reason is None
     note = EMBEDDED_NOTE if embedded and figure is not None else ""
     buf = io.BytesIO()
     meta = {"Title": f"{fig.paper} {fig.id}: {fig.title}",
             "Description": note if reproduced else f"not reproduced yet - {reason}"}  # fmt: skip
-    figure.savefig(buf, format="png", metadata=meta)
+    figure.savefig(buf, format="png", metadata=meta, bbox_inches="tight", pad_inches=0.15)
     atomic_write_bytes(out_path, buf.getvalue())
     status = {
         "paper": fig.paper,

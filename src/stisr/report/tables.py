@@ -353,7 +353,10 @@ def table_markdown(table: TableSpec, frame: pd.DataFrame, params: Mapping[str, A
     reasons = reasons[reasons != NO_PAPER].value_counts()
     if len(reasons):
         lines += ["Not reproduced:", ""]
-        lines += [f"- {_escape(reason)} ({n} cells)" for reason, n in sorted(reasons.items())]
+        lines += [
+            f"- {_escape(reason)} ({n} cell{'s' if n != 1 else ''})"
+            for reason, n in sorted(reasons.items())
+        ]
         lines.append("")
     return "\n".join(lines)
 
