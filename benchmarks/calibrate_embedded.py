@@ -31,7 +31,9 @@ TARGETS = {  # TSRN Table 1, ASTER: (LR, HR) accuracy in %
 
 
 def accuracy(predictions: list[str], labels: list[str]) -> float:
-    hits = sum(normalize_label(p) == normalize_label(t) for p, t in zip(predictions, labels))
+    hits = sum(
+        normalize_label(p) == normalize_label(t) for p, t in zip(predictions, labels, strict=True)
+    )
     return 100.0 * hits / max(1, len(labels))
 
 
@@ -43,7 +45,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="write the LMDBs here instead")
     args = parser.parse_args()
 
-    judge = PPOCRRecognizer(batch_size=64, num_threads=args.threads)
+    judge = PPOCRRecognizer(num_threads=args.threads)
     sizes = {subset: args.n for subset in TARGETS}
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or Path(tmp)
@@ -56,21 +58,29 @@ def main() -> None:
                 labels = [reader.label(i) for i in range(len(reader))]
                 hr = [reader.image("hr", i) for i in range(len(reader))]
                 lr = [
-                    reader.image("lr", i).resize(HR_SIZE, Image.BICUBIC)
-                    for i in range(len(reader))
+                    reader.image("lr", i).resize(HR_SIZE, Image.BICUBIC) for i in range(len(reader))
                 ]
-            rows.append((subset, accuracy(judge.recognize(lr), labels),
-                         accuracy(judge.recognize(hr), labels)))
+            rows.append(
+                (
+                    subset,
+                    accuracy(judge.recognize(lr), labels),
+                    accuracy(judge.recognize(hr), labels),
+                )
+            )
     print(f"generated {3 * args.n} pairs in {gen_s:.1f} s (seed {args.seed})")
-    print(f"{'subset':8} {'n':>5} {'LR':>6} {'(TZ)':>6} {'HR':>6} {'(TZ)':>6} {'gap':>6} {'(TZ)':>6}")
+    print(
+        f"{'subset':8} {'n':>5} {'LR':>6} {'(TZ)':>6} {'HR':>6} {'(TZ)':>6} {'gap':>6} {'(TZ)':>6}"
+    )
     for subset, lr_acc, hr_acc in rows:
         t_lr, t_hr = TARGETS[subset]
         print(
             f"{subset:8} {args.n:5d} {lr_acc:6.1f} {t_lr:6.1f} {hr_acc:6.1f} {t_hr:6.1f} "
             f"{hr_acc - lr_acc:6.1f} {t_hr - t_lr:6.1f}"
         )
-    print("LR is bicubic-upsampled to 128x32 before recognition; TZ = ASTER on TextZoom "
-          "(TSRN Table 1); judge = PP-OCRv4 (rapidocr-onnxruntime).")
+    print(
+        "LR is bicubic-upsampled to 128x32 before recognition; TZ = ASTER on TextZoom "
+        "(TSRN Table 1); judge = PP-OCRv4 (rapidocr-onnxruntime)."
+    )
 
 
 if __name__ == "__main__":

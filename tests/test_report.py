@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,13 @@ def test_image_grid_partial_then_complete(metrics, tmp_path: Path):
                 _samples("easy", hr, ["hello", "world"]))  # fmt: skip
     assert write_figure(fig, PARAMS, runs, out, spec=metrics) is True
     assert EMBEDDED_NOTE in _png_text(out)["Description"]
+    # Only the misread samples (LR read "hallo" for "hello"): one grid row instead of two.
+    picked = replace(fig, options={**fig.options, "select": "misrecognized"})
+    assert write_figure(picked, PARAMS, runs, tmp_path / "sel.png", spec=metrics) is True
+    with Image.open(out) as full, Image.open(tmp_path / "sel.png") as sel:
+        assert sel.size[0] == full.size[0] and sel.size[1] < full.size[1] * 0.8
+    odd = replace(fig, options={**fig.options, "select": "prettiest"})
+    assert write_figure(odd, PARAMS, runs, tmp_path / "odd.png", spec=metrics) is False
 
 
 def test_index_coverage(metrics, tmp_path: Path):

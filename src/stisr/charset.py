@@ -1,7 +1,8 @@
 """Label normalization and character sets, defined once for the whole repository.
 
 Every paper evaluates case-insensitive alphanumeric word accuracy: both the prediction and the
-label are lower-cased and stripped of anything outside [0-9a-z] (REFERENCE.md, "Labels and metrics").
+label are lower-cased and stripped of anything outside [0-9a-z]
+(REFERENCE.md, "Labels and metrics").
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Charset:
         try:
             return [self._index[c] for c in text]
         except KeyError as err:
-            raise ValueError(f"character {err.args[0]!r} of {text!r} is not in the charset") from None
+            raise ValueError(
+                f"character {err.args[0]!r} of {text!r} is not in the charset"
+            ) from None
 
     def decode(self, indices: Iterable[int]) -> str:
         """Indices back to text; 0 and out-of-range indices are dropped."""

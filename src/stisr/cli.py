@@ -51,9 +51,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def cmd_degrade(args: argparse.Namespace) -> None:
     """Make an LR benchmark set (LEMMA / KD-LTR / CommonLR style) from STR LMDBs."""
-    from stisr.data.datasets import open_dataset  # noqa: F401 (validates format early)
     from stisr.data.degrade import is_small, make_lr_set
-    from stisr.data.images import decode_image
     from stisr.data.lmdb_io import LmdbReader, write_str_lmdb
 
     params = _params(args)
@@ -62,17 +60,13 @@ def cmd_degrade(args: argparse.Namespace) -> None:
 
     def samples(src: Path):
         with LmdbReader(src) as reader:
-            for i in range(1, len(reader) + 1):
-                key = f"image-{i:09d}"
-                yield decode_image(reader.get(key), f"{src}:{key}"), reader.label(i)
+            for i in range(len(reader)):
+                yield reader.image("image", i), reader.label(i)
 
     out = Path(args.out)
     if args.kind == "commonlr":
         gathered = [
-            (img, label)
-            for src in args.src
-            for img, label in samples(Path(src))
-            if is_small(img)
+            (img, label) for src in args.src for img, label in samples(Path(src)) if is_small(img)
         ]
         n = write_str_lmdb(out / "all", gathered)
     else:
@@ -113,7 +107,9 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
     state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefixes
     model = build_model(entry["model"], {})
     model.load_state_dict(state, strict=True)
-    atomic_save(model_payload(model, entry["model"], {}, run=f"released/{args.name}"), Path(args.out))
+    atomic_save(
+        model_payload(model, entry["model"], {}, run=f"released/{args.name}"), Path(args.out)
+    )
     log.info("released %s weights imported from %s into %s", args.name, src, args.out)
 
 
@@ -214,6 +210,62 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_complexity(args: argparse.Namespace) -> None:
+    """Parameters, FLOPs and CPU latency of SR model + recognizer at the papers' architecture.
+
+    Architecture numbers are properties of the paper-scale configuration, so they are measured
+    there whatever the scale of the run (no weights needed). `flops` follows the papers'
+    convention (multiply-accumulates, in G); `true_flops` counts 2 per MAC.
+    """
+    import torch
+
+    from stisr.engine.checkpoint import atomic_write_text
+    from stisr.metrics.complexity import count_flops, count_parameters, measure_latency
+    from stisr.models.registry import build_model
+    from stisr.papers.plan import complexity_path, resolve_recognizer
+    from stisr.papers.spec import PSEUDO_SR, all_runs, load_specs
+
+    params = _params(args)
+    runs = all_runs(load_specs())
+    torch.set_num_threads(params["train"]["torch_threads"])
+    parts: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
+    if args.sr not in PSEUDO_SR or args.sr == "bicubic":
+        name = "bicubic" if args.sr == "bicubic" else runs[args.sr].model
+        cfg = {} if args.sr == "bicubic" else runs[args.sr].model_config
+        model = build_model(name, cfg)
+        parts.append((args.sr, model, torch.rand(1, getattr(model, "in_channels", 4), 16, 64)))
+    if args.recognizer != "none":
+        rec = resolve_recognizer(params, args.recognizer, runs)
+        if rec.external:
+            raise SystemExit(f"complexity of external recognizer {rec.external} is not measured")
+        cfg = runs[rec.run].model_config if rec.run else {}
+        model = build_model(rec.model, cfg)
+        parts.append((args.recognizer, model, model.preprocess(torch.rand(1, 3, 32, 128))))
+    result: dict[str, Any] = {
+        "params": 0,
+        "flops": 0.0,
+        "true_flops": 0.0,
+        "latency_ms": 0.0,
+        "architecture_scale": "paper",
+        "parts": {},
+    }
+    for name, model, x in parts:
+        flops = count_flops(model, x)
+        lat = measure_latency(model, x, warmup=1, repeats=5)
+        part = {
+            "params": count_parameters(model),
+            "flops": flops["macs"] / 1e9,
+            "true_flops": flops["flops"] / 1e9,
+            "latency_ms": lat["mean_ms"],
+        }
+        result["parts"][name] = part
+        for key in ("params", "flops", "true_flops", "latency_ms"):
+            result[key] += part[key]
+    out = complexity_path(params, args.sr, args.recognizer)
+    atomic_write_text(out, json.dumps(result, indent=2))
+    log.info("complexity of %s + %s written to %s", args.sr, args.recognizer, out)
+
+
 def cmd_track(args: argparse.Namespace) -> None:
     from stisr.engine.tracking import log_run, tracking_uri
     from stisr.papers.plan import run_dir
@@ -278,8 +330,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
     params = _params(args)
     jobs = all_jobs(params, load_specs())
-    print(f"{work_name(params)}: {len(jobs.trains)} training runs, "
-          f"{len(jobs.evaluations)} evaluations, {len(jobs.complexities)} complexity measurements")
+    print(
+        f"{work_name(params)}: {len(jobs.trains)} training runs, "
+        f"{len(jobs.evaluations)} evaluations, {len(jobs.complexities)} complexity measurements"
+    )
     for run in jobs.trains:
         print(f"  train {run}")
 
@@ -291,9 +345,7 @@ def dvc_stages() -> dict[str, Any]:
 
     specs = load_specs()
     code_deps = ["src/stisr", "workflow"]
-    tables = {
-        f"{p}_{t.id}": {"paper": p, "table": t.id} for p in PAPERS for t in specs[p].tables
-    }
+    tables = {f"{p}_{t.id}": {"paper": p, "table": t.id} for p in PAPERS for t in specs[p].tables}
     fetches = {s.name: s.dest for s in load_sources().values()}
     snake = "snakemake --cores all"
     return {
@@ -346,8 +398,12 @@ def cmd_sync_dvc(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stisr", description=__doc__)
     p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a top-level params key (e.g. scale=smoke)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a top-level params key (e.g. scale=smoke)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -382,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recognizer", required=True)
     s.add_argument("--testset", required=True)
     s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("complexity", help="parameters, FLOPs, latency of sr + recognizer")
+    s.add_argument("--sr", required=True)
+    s.add_argument("--recognizer", required=True)
+    s.set_defaults(fn=cmd_complexity)
 
     s = sub.add_parser("track", help="log a run and its evaluations to MLflow")
     s.add_argument("--sr", required=True)

@@ -41,3 +41,15 @@ rule evaluate:
     shell:
         "{STISR} -q evaluate --sr {params.sr} --recognizer {params.rec} "
         "--testset {wildcards.testset} 2> {log}"
+
+
+rule complexity:
+    output:
+        f"runs/{WORK}/complexity/{{sr}}+{{rec}}.json",
+    log:
+        f"{LOGS}/complexity/{{sr}}+{{rec}}.log",
+    params:
+        sr=lambda wc: plan.unslug(wc.sr),
+        rec=lambda wc: plan.unslug(wc.rec),
+    shell:
+        "{STISR} -q complexity --sr {params.sr} --recognizer {params.rec} 2> {log}"

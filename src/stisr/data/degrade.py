@@ -347,7 +347,14 @@ def bsrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Im
     return _as_pil(_resize(arr, target, cv2.INTER_CUBIC))
 
 
-_RE_KERNELS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+_RE_KERNELS = (
+    "iso",
+    "aniso",
+    "generalized_iso",
+    "generalized_aniso",
+    "plateau_iso",
+    "plateau_aniso",
+)
 _RE_KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 

@@ -9,7 +9,8 @@ Difficulty (easy < medium < hard) comes from both sides, as in TextZoom, where t
 hard subset are themselves harder to read: rendering (contrast, clutter, distortion, fonts, HR
 blur) and the LR camera ``strength``. The ranges in ``TEXTZOOM_PROFILES`` were calibrated with
 ``benchmarks/calibrate_embedded.py`` against TSRN Table 1 (ASTER LR 62.4/42.7/31.6 %, HR
-94.2/87.7/76.2 %), using PP-OCRv4 as an independent judge.
+94.2/87.7/76.2 %), using PP-OCRv4 as an independent judge; it measured LR 58.0/43.3/30.7 % and
+HR 97.3/90.0/78.0 % (150 pairs per subset, seed 20201; LR bicubic-upsampled to 128x32).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -147,10 +148,10 @@ _FONT_FILES: tuple[tuple[str, str], ...] = (
     ("STIXGeneralBol.ttf", ""),
     ("STIXGeneralItalic.ttf", ""),
     ("STIXGeneralBolIta.ttf", ""),
-    ("cmr10.ttf", "$&<>_|{}\\\"^~`"),
-    ("cmss10.ttf", "$&<>_|{}\\\"^~`"),
-    ("cmb10.ttf", "$&<>_|{}\\\"^~`"),
-    ("cmti10.ttf", "$&<>_|{}\\\"^~`"),
+    ("cmr10.ttf", '$&<>_|{}\\"^~`'),
+    ("cmss10.ttf", '$&<>_|{}\\"^~`'),
+    ("cmb10.ttf", '$&<>_|{}\\"^~`'),
+    ("cmti10.ttf", '$&<>_|{}\\"^~`'),
     ("cmtt10.ttf", "\"'`"),
 )
 
@@ -239,7 +240,7 @@ TEXTZOOM_PROFILES: dict[str, Style] = {
         texture=0.35,
         margin=(0.0, 0.3),
         hr_strength=(0.4, 0.9),
-        lr_strength=(0.6, 0.9),
+        lr_strength=(0.55, 0.88),
     ),
     "hard": Style(
         rotation=3.5,
@@ -251,8 +252,8 @@ TEXTZOOM_PROFILES: dict[str, Style] = {
         clutter=0.4,
         texture=0.4,
         margin=(-0.03, 0.3),
-        hr_strength=(0.6, 1.0),
-        lr_strength=(0.7, 1.0),
+        hr_strength=(0.7, 1.0),
+        lr_strength=(0.65, 0.95),
     ),
 }
 
@@ -384,10 +385,18 @@ def _clutter(img: np.ndarray, rng: np.random.Generator, colour: np.ndarray) -> n
         kind = int(rng.integers(3))
         t = max(1, int(round(rng.uniform(0.02, 0.08) * h)))
         if kind == 0:  # horizontal border near the top or bottom
-            y = int(rng.uniform(0, 0.15) * h) if rng.random() < 0.5 else int(rng.uniform(0.85, 1) * h)
+            y = (
+                int(rng.uniform(0, 0.15) * h)
+                if rng.random() < 0.5
+                else int(rng.uniform(0.85, 1) * h)
+            )
             cv2.line(canvas, (0, y), (w - 1, y + int(rng.integers(-2, 3))), 1.0, t)
         elif kind == 1:  # vertical edge near the left or right
-            x = int(rng.uniform(0, 0.08) * w) if rng.random() < 0.5 else int(rng.uniform(0.92, 1) * w)
+            x = (
+                int(rng.uniform(0, 0.08) * w)
+                if rng.random() < 0.5
+                else int(rng.uniform(0.92, 1) * w)
+            )
             cv2.line(canvas, (x, 0), (x + int(rng.integers(-3, 4)), h - 1), 1.0, t)
         else:  # a stray stroke
             p = (int(rng.integers(w)), int(rng.integers(h)))
@@ -541,10 +550,3 @@ def make_str_sets(out_dir: Path, sizes: Mapping[str, int], seed: int) -> dict[st
         counts[name] = write_str_lmdb(path, _progress(iter_str_set(name, n, seed), n, name))
         logger.info("wrote %d STR-style word images (%s) to %s", counts[name], name, path)
     return counts
-
-
-def with_profile(subset: str, **changes: object) -> dict[str, Style]:
-    """A copy of ``TEXTZOOM_PROFILES`` with ``subset`` changed (calibration helper)."""
-    table = dict(TEXTZOOM_PROFILES)
-    table[subset] = replace(table[subset], **changes)  # type: ignore[arg-type]
-    return table

@@ -21,6 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
 from stisr.data.datasets import collate, open_dataset
+from stisr.data.lmdb_io import LmdbReader, is_lmdb_dir
 from stisr.engine.checkpoint import atomic_write_text, load_model
 from stisr.metrics.accuracy import correct_mask, weighted_average
 from stisr.metrics.image_quality import psnr, ssim
@@ -69,7 +70,7 @@ def recognizer_reader(kind: str, checkpoint: Path | None, device: str = "cpu") -
     if kind == "ppocr":
         from stisr.recognizers.ppocr import PPOCRRecognizer
 
-        judge = PPOCRRecognizer()
+        judge = PPOCRRecognizer(num_threads=torch.get_num_threads())
         return judge.recognize_tensor
     model: nn.Module = load_model(_need(checkpoint, kind)).to(device).eval()
 
@@ -78,6 +79,14 @@ def recognizer_reader(kind: str, checkpoint: Path | None, device: str = "cpu") -
         return model.decode(model(model.preprocess(images.to(device))))
 
     return read
+
+
+def _is_empty_lmdb(path: Path) -> bool:
+    """An LMDB written with no sample (e.g. no image small enough) is a valid, empty set."""
+    if not is_lmdb_dir(Path(path)):
+        return False
+    with LmdbReader(Path(path)) as reader:
+        return len(reader) == 0
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
@@ -96,12 +105,13 @@ def evaluate_subset(
     desc: str = "",
     quality: bool = True,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    sets = [open_dataset(d, mask=True) for d in dirs]
-    data = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+    sets = [open_dataset(d, mask=True) for d in dirs if not _is_empty_lmdb(d)]
+    if not sets:  # e.g. no benchmark image is small enough at this scale: say so
+        log.warning("empty test set: %s", ", ".join(map(str, dirs)))
+        return {"size": 0}, {}
+    data = ConcatDataset(sets)
     if max_images is not None and len(data) > max_images:
         data = Subset(data, range(max_images))
-    if len(data) == 0:
-        raise ValueError(f"empty test set: {', '.join(map(str, dirs))}")
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     correct: list[bool] = []
     psnrs: list[torch.Tensor] = []
@@ -158,23 +168,31 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate and write the metrics JSON (+ an .npz of sample images for the figures)."""
     source = image_source(sr, sr_checkpoint, device)
-    reader = recognizer_reader(rec_kind if rec_kind != "model" else recognizer, rec_checkpoint,
-                               device) if recognizer != "none" else None
+    reader = (
+        recognizer_reader(rec_kind if rec_kind != "model" else recognizer, rec_checkpoint, device)
+        if recognizer != "none"
+        else None
+    )
     per_subset: dict[str, dict[str, float]] = {}
     arrays: dict[str, np.ndarray] = {}
     for name, dirs in subsets.items():
         per_subset[name], arr = evaluate_subset(
-            dirs, source, reader, batch_size=batch_size, max_images=max_images, samples=samples,
+            dirs,
+            source,
+            reader,
+            batch_size=batch_size,
+            max_images=max_images,
+            samples=samples,
             desc=f"{sr}|{recognizer}|{testset}/{name}",
             quality=sr != "hr",  # HR against itself is not a measurement
         )
         arrays.update({f"{name}/{k}": v for k, v in arr.items()})
     if weighted:
-        sizes = {k: int(v["size"]) for k, v in per_subset.items()}
+        sizes = {k: int(v["size"]) for k, v in per_subset.items() if v["size"] > 0}
         avg: dict[str, float] = {"size": sum(sizes.values())}
         for metric in ("accuracy", "psnr", "ssim"):
             vals = {k: v[metric] for k, v in per_subset.items() if metric in v}
-            if len(vals) == len(per_subset):
+            if vals and len(vals) == len(sizes):
                 avg[metric] = weighted_average(vals, sizes)
         per_subset["average"] = avg
     out_path = Path(out_path)

@@ -214,18 +214,23 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == n_steps:
-                entry = {"step": step, "loss": float(loss)}
+                entry = {"step": step, "loss": float(loss.detach())}
                 entry.update({f"loss/{k}": float(v) for k, v in parts.items()})
                 history.append(entry)
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{entry['loss']:.4f}")
             if step % cfg.checkpoint_every == 0 and step < n_steps:
                 save(step)
             if stop["signal"] is not None:
                 save(step)
                 raise _Preempted()
     except _Preempted:
-        log.warning("%s: signal %s at step %d; checkpoint written to %s", cfg.run, stop["signal"],
-                    step, ckpt_path)
+        log.warning(
+            "%s: signal %s at step %d; checkpoint written to %s",
+            cfg.run,
+            stop["signal"],
+            step,
+            ckpt_path,
+        )
         raise SystemExit(EXIT_REQUEUE) from None
     finally:
         bar.close()
@@ -278,8 +283,9 @@ def _write_samples(model: nn.Module, cfg: TrainConfig, data: Dataset, path: Path
     else:
         preds = model.decode(model(model.preprocess(images)))
         panels = [("input / prediction", images)]
-    fig, axes = plt.subplots(len(images), len(panels), figsize=(3 * len(panels), 1.1 * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(images), len(panels), figsize=(3 * len(panels), 1.1 * len(images)), squeeze=False
+    )
     for r in range(len(images)):
         for c, (title, t) in enumerate(panels):
             ax = axes[r][c]

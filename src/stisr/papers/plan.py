@@ -41,7 +41,9 @@ def run_dir(params: Mapping[str, Any], run_id: str) -> Path:
 
 
 def eval_path(params: Mapping[str, Any], sr: str, recognizer: str, testset: str) -> Path:
-    return Path("runs") / work_name(params) / "eval" / slug(sr) / slug(recognizer) / f"{testset}.json"
+    return (
+        Path("runs") / work_name(params) / "eval" / slug(sr) / slug(recognizer) / f"{testset}.json"
+    )
 
 
 def complexity_path(params: Mapping[str, Any], sr: str, recognizer: str) -> Path:
@@ -51,7 +53,9 @@ def complexity_path(params: Mapping[str, Any], sr: str, recognizer: str) -> Path
 def train_set_dirs(params: Mapping[str, Any], name: str) -> list[Path]:
     sets = load_common().train_sets
     if name not in sets or params["source"] not in sets[name]:
-        raise KeyError(f"train set {name!r} has no {params['source']} data (common.yaml train_sets)")
+        raise KeyError(
+            f"train set {name!r} has no {params['source']} data (common.yaml train_sets)"
+        )
     return [data_root(params) / d for d in sets[name][params["source"]]]
 
 
@@ -124,7 +128,30 @@ def cell_status(params, src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> 
         return f"model of {sr} not implemented yet"
     if rec is not None and not recognizer_available(params, rec, runs):
         return f"recognizer {rec} not implemented yet"
+    complexity = src.get("metric") in COMPLEXITY_METRICS
+    if complexity and rec is not None and resolve_recognizer(params, rec, runs).external:
+        return f"the complexity of the external recognizer {rec} is not measured"
     return None
+
+
+def cell_job(src: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """The job that computes a cell: ("eval", (sr, recognizer, testset)) or ("complexity", ...)."""
+    metric = src["metric"]
+    if metric in COMPLEXITY_METRICS:
+        return "complexity", (src.get("sr", "lr"), src.get("recognizer", "none"))
+    if metric == "size":  # counted by the HR evaluation without a recognizer
+        return "eval", ("hr", "none", src["testset"])
+    if metric in ("psnr", "ssim"):  # image quality needs no recognizer
+        return "eval", (src.get("sr", "hr"), "none", src["testset"])
+    return "eval", (src.get("sr", "hr"), src.get("recognizer", "none"), src["testset"])
+
+
+def cell_metrics_path(params: Mapping[str, Any], src: Mapping[str, Any]) -> Path:
+    """The metrics file a cell reads: the output of `cell_job`."""
+    if "testset" not in src and src.get("metric") not in COMPLEXITY_METRICS:
+        raise ValueError(f"cell source {src!r} has no testset")
+    kind, key = cell_job(src)
+    return complexity_path(params, *key) if kind == "complexity" else eval_path(params, *key)
 
 
 @dataclass(frozen=True)
@@ -144,16 +171,10 @@ def table_jobs(params, table: TableSpec, runs: Mapping[str, RunSpec]) -> Jobs:
             src = table.cell_source(row, col)
             if cell_status(params, src, runs) is not None:
                 continue
-            if src["metric"] == "size":
-                evals.add(("hr", "none", src["testset"]))
-            elif src["metric"] in ("psnr", "ssim"):
-                evals.add((src["sr"], "none", src["testset"]))
-            elif src["metric"] in COMPLEXITY_METRICS:
-                comps.add((src.get("sr", "lr"), src.get("recognizer", "none")))
-            else:
-                evals.add((src.get("sr", "hr"), src.get("recognizer", "none"), src["testset"]))
+            kind, key = cell_job(src)
+            (comps if kind == "complexity" else evals).add(key)
     trains = set()
-    for sr, rec, *_ in [*evals, *comps]:
+    for sr, rec, _ in evals:  # complexity needs architectures only, never trained weights
         trains |= _needed_runs(params, sr, rec, runs)
     return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), tuple(sorted(comps)))
 

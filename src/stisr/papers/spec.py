@@ -125,7 +125,7 @@ class Common:
 
 
 def qualify(paper: str, ref: str, kind: str = "sr") -> str:
-    """Qualify a run reference with its paper unless it is global (pseudo input or catalogue name)."""
+    """Qualify a run reference with its paper unless it is global (pseudo input, catalogue)."""
     if "/" in ref or ref in PSEUDO_SR:
         return ref
     if kind == "recognizer" and ref in load_common().recognizers:
@@ -326,9 +326,9 @@ def _check_cell(src: dict, where: str, runs: dict[str, RunSpec], common: Common)
     if sr is not None and sr not in PSEUDO_SR and sr not in runs:
         raise SpecError(f"{where}: sr {sr!r} is not a declared run")
     rec = src.get("recognizer")
-    if rec is not None and rec not in common.recognizers:
-        if rec not in runs or runs[rec].task != "rec":
-            raise SpecError(f"{where}: recognizer {rec!r} is neither in common.yaml nor a rec run")
+    is_rec_run = rec in runs and runs[rec].task == "rec"
+    if rec is not None and rec not in common.recognizers and not is_rec_run:
+        raise SpecError(f"{where}: recognizer {rec!r} is neither in common.yaml nor a rec run")
     ts = src.get("testset")
     if src["metric"] not in ("params", "flops", "latency"):
         if ts not in common.testsets:
@@ -350,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid spec: {err}", file=sys.stderr)
         return 1
     for spec in specs.values():
-        cells = sum(
-            sum(v is not None for v in r.paper) for t in spec.tables for r in t.rows
-        )
+        cells = sum(sum(v is not None for v in r.paper) for t in spec.tables for r in t.rows)
         print(
             f"{spec.paper}: {len(spec.runs)} runs, {len(spec.tables)} tables, "
             f"{len(spec.figures)} figures, {cells} paper numbers"

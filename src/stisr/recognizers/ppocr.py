@@ -33,7 +33,7 @@ _INSTALL_HINT = (
 _REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 
 
-def load_rapidocr_recognizer(batch_size: int = 32, num_threads: int | None = None) -> Any:
+def load_rapidocr_recognizer(batch_size: int = 8, num_threads: int | None = None) -> Any:
     """rapidocr's ``TextRecognizer`` configured from the wheel's own config.yaml."""
     try:
         import rapidocr_onnxruntime
@@ -59,7 +59,7 @@ class PPOCRRecognizer:
 
     name = "ppocr"
 
-    def __init__(self, batch_size: int = 32, num_threads: int | None = None) -> None:
+    def __init__(self, batch_size: int = 8, num_threads: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import textwrap
+import zipfile
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -147,6 +148,7 @@ def _accuracy_by_method(
             col = next(c for c in table.columns if _matches(table, rows[0], c, rec, subset))
             src = {**table.cell_source(rows[0], col)}
             src["sr"] = qualify(fig.paper, str(baseline["sr"]))
+            _check_ref(src["sr"], "sr", runs)
             value, _ = cell_value(params, src, runs, table.metric_format)
             if value is not None:
                 style = ":" if baseline.get("style", "dotted") == "dotted" else "--"
@@ -226,10 +228,13 @@ def _accuracy_vs_param(
             n_total += 1
             if value is None:
                 reasons.append(f"x={pt['x']}: {status}")
-        label = str(s.get("label", "ours"))
-        ax.plot(xs, ours, "-o", color=f"C{i}", label=f"{label} (ours)", ms=4)
+        name = str(s.get("label", "ours"))
+        mine, theirs = (
+            ("ours", "paper") if name == "ours" else (f"{name} (ours)", f"{name} (paper)")
+        )
+        ax.plot(xs, ours, "-o", color=f"C{i}", label=mine, ms=4)
         if not np.all(np.isnan(paper)):
-            ax.plot(xs, paper, "D", color=f"C{i}", alpha=0.3, mfc="none", label=f"{label} (paper)")
+            ax.plot(xs, paper, "D", color=f"C{i}", alpha=0.3, mfc="none", label=theirs)
     if len(reasons) == n_total:
         raise NotReproduced(f"no point computed ({reasons[0]})")
     if opts.get("x_scale") in ("log", "linear"):
@@ -274,8 +279,11 @@ def _load_samples(json_path: Path, subset: str) -> dict[str, np.ndarray] | None:
     if not name or not (json_path.parent / name).is_file():
         return None
     prefix = f"{subset}/"
-    with np.load(json_path.parent / name, allow_pickle=False) as npz:
-        arrays = {k[len(prefix) :]: npz[k] for k in npz.files if k.startswith(prefix)}
+    try:
+        with np.load(json_path.parent / name, allow_pickle=False) as npz:
+            arrays = {k[len(prefix) :]: npz[k] for k in npz.files if k.startswith(prefix)}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{json_path.parent / name}: unreadable sample file ({err})") from err
     if data.get("recognizer") == "none":
         arrays.pop("preds", None)  # no recognizer read these images
     return arrays or None
@@ -382,21 +390,24 @@ def _image_grid(
     opts = fig.options
     testset = opts.get("testset")
     columns = opts.get("columns") or []
-    if not testset or not columns:
-        raise NotReproduced("spec problem: an image grid needs testset and columns")
+    if not testset:
+        raise NotReproduced("the images do not come from a test-set evaluation (no testset)")
+    if not columns:
+        raise NotReproduced("spec problem: an image grid needs columns")
     common = load_common().testsets
     if testset not in common:
         raise NotReproduced(f"spec problem: testset {testset!r} is not in common.yaml")
     subset = str(opts.get("subset") or common[testset]["subsets"][0])
     panels = [_grid_panel(c, fig, params, runs, testset, subset) for c in columns]
     drawn = [p for p in panels if p.images is not None]
-    reasons = [p.reason for p in panels if p.reason]
+    reasons = list(dict.fromkeys(p.reason for p in panels if p.reason))
     if not drawn:
-        raise NotReproduced(reasons[0] if reasons else "no column could be loaded")
-    count = int(opts.get("count", 4))
-    n = min([count, *(len(p.images) for p in drawn)])
+        more = f" (and {len(reasons) - 1} more columns)" if len(reasons) > 1 else ""
+        raise NotReproduced((reasons[0] if reasons else "no column could be loaded") + more)
+    picks = _pick_samples(opts.get("select"), drawn)
+    n = min(int(opts.get("count", 4)), len(picks))
     if n == 0:
-        raise NotReproduced(f"the evaluations of {testset}/{subset} saved no sample images")
+        raise NotReproduced(f"the evaluations of {testset}/{subset} saved no (selected) samples")
     truth = next((p.labels for p in drawn if p.labels), None)
     for p in panels:
         if p.text_only:
@@ -406,7 +417,7 @@ def _image_grid(
     figure = _new_figure(1.75 * len(panels) + 0.4, 0.8 * n + 1.0)
     axes = figure.subplots(n, len(panels), squeeze=False)
     for j, p in enumerate(panels):
-        for i in range(n):
+        for i, k in enumerate(picks[:n]):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
@@ -419,22 +430,36 @@ def _image_grid(
                 continue
             if p.text_only:
                 ax.axis("off")
-                if p.texts is not None and i < len(p.texts):
-                    _draw_string(ax, str(p.texts[i]), set(), 0.6)
+                if p.texts is not None and k < len(p.texts):
+                    _draw_string(ax, str(p.texts[k]), set(), 0.6)
                 continue
-            ax.imshow(p.images[i], interpolation="nearest", aspect="auto")
-            if p.texts is not None and i < len(p.texts):
-                text, wrong = str(p.texts[i]), set()
-                if not p.show_label and truth is not None and i < len(truth):
-                    wrong = set(wrong_char_positions(text, str(truth[i])))
+            ax.imshow(p.images[k], interpolation="nearest", aspect="auto")
+            if p.texts is not None and k < len(p.texts):
+                text, wrong = str(p.texts[k]), set()
+                if not p.show_label and truth is not None and k < len(truth):
+                    wrong = set(wrong_char_positions(text, str(truth[k])))
                     text = normalize_label(text)  # the positions index the normalized string
                 _draw_string(ax, text, wrong, -0.06)
     height = 0.8 * n + 1.0
     figure.subplots_adjust(left=0.02, right=0.98, top=1 - 0.55 / height, bottom=0.3 / height,
                            hspace=0.75, wspace=0.08)  # fmt: skip
     figure.suptitle(fig.title, fontsize=9)
-    reason = "; ".join(dict.fromkeys(reasons)) if reasons else None
-    return figure, reason
+    return figure, ("; ".join(reasons) if reasons else None)
+
+
+def _pick_samples(select: Any, drawn: list[_Panel]) -> list[int]:
+    """Sample indices to show: all saved ones, or (`select: misrecognized`) those read wrongly."""
+    size = min(len(p.images or []) for p in drawn)
+    if not select:
+        return list(range(size))
+    if select != "misrecognized":
+        raise NotReproduced(f"sample selection {select!r} is not supported")
+    read = next((p for p in drawn if p.texts is not None and not p.show_label and p.labels), None)
+    if read is None:
+        raise NotReproduced("select: misrecognized needs a column read by a recognizer")
+    pairs = zip(read.texts or [], read.labels or [], strict=False)
+    wrong = [i for i, (t, y) in enumerate(pairs) if normalize_label(t) != normalize_label(y)]
+    return [i for i in wrong if i < size]
 
 
 # --- placeholders and writing ---------------------------------------------------------------------
@@ -463,6 +488,13 @@ def placeholder(fig: FigureSpec, reason: str) -> Figure:
     return figure
 
 
+def _shipped_spec(fig: FigureSpec) -> PaperSpec:
+    specs = load_specs()
+    if fig.paper not in specs:
+        raise KeyError(f"figure {fig.key}: no shipped spec for paper {fig.paper!r}; pass spec=")
+    return specs[fig.paper]
+
+
 def write_figure(
     fig: FigureSpec,
     params: Mapping[str, Any],
@@ -482,7 +514,7 @@ def write_figure(
         reason: str | None = f"no renderer for figure kind {fig.kind!r}"
     else:
         try:
-            paper_spec = spec if spec is not None else load_specs()[fig.paper]
+            paper_spec = spec if spec is not None else _shipped_spec(fig)
             figure, reason = renderer(fig, params, runs, paper_spec)
         except NotReproduced as err:
             reason = str(err)
@@ -499,7 +531,7 @@ def write_figure(
             figure.text(0.5, 0.0, EMBEDDED_NOTE, ha="center", va="top", fontsize=8,
                         color="firebrick", style="italic")  # fmt: skip
     reproduced = reason is None
-    note = EMBEDDED_NOTE if embedded and figure is not None else ""
+    note = EMBEDDED_NOTE if embedded else ""
     buf = io.BytesIO()
     meta = {"Title": f"{fig.paper} {fig.id}: {fig.title}",
             "Description": note if reproduced else f"not reproduced yet - {reason}"}  # fmt: skip

@@ -97,18 +97,8 @@ def metric_scale(src: Mapping[str, Any], metric_format: str) -> float:
 
 
 def metrics_path(params: Mapping[str, Any], src: Mapping[str, Any]) -> Path:
-    """The file the pipeline writes for this cell (mirrors the job choice of `plan.table_jobs`)."""
-    metric = src.get("metric")
-    if metric in plan.COMPLEXITY_METRICS:
-        return plan.complexity_path(params, src.get("sr", "lr"), src.get("recognizer", "none"))
-    if "testset" not in src:
-        raise ValueError(f"cell source {src!r} has no testset")
-    if metric == "size":  # counted by the HR evaluation without a recognizer
-        return plan.eval_path(params, "hr", "none", src["testset"])
-    if metric in ("psnr", "ssim"):  # image quality needs no recognizer
-        return plan.eval_path(params, src.get("sr", "hr"), "none", src["testset"])
-    sr, rec = src.get("sr", "hr"), src.get("recognizer", "none")
-    return plan.eval_path(params, sr, rec, src["testset"])
+    """The file the pipeline writes for this cell (the job `plan.cell_job` plans for it)."""
+    return plan.cell_metrics_path(params, src)
 
 
 def cell_value(

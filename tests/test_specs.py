@@ -1,0 +1,95 @@
+"""The paper specs: every paper declared, numbers transcribed, references resolved, DAG planned."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stisr.config import load_params
+from stisr.papers import plan
+from stisr.papers.spec import PAPERS, SpecError, all_runs, load_specs, parse_spec
+
+from .conftest import REPO
+
+
+def _cell(table, row_id, col_id):
+    row = next(r for r in table.rows if r.id == row_id)
+    cols = [c for c in table.columns if not c.extra]
+    return row.paper[[c.id for c in cols].index(col_id)]
+
+
+def test_every_paper_has_tables_and_figures():
+    specs = load_specs()
+    assert set(PAPERS) <= set(specs)
+    for paper in PAPERS:
+        assert specs[paper].tables, paper
+        assert specs[paper].figures, paper
+        numbers = [v for t in specs[paper].tables for r in t.rows for v in r.paper if v is not None]
+        assert len(numbers) > 100, paper
+
+
+def test_tsrn_table4_transcription_spot_checks():
+    t4 = next(t for t in load_specs()["tsrn"].tables if t.id == "table4")
+    assert _cell(t4, "bicubic", "aster_easy") == 64.7
+    assert _cell(t4, "tsrn", "crnn_average") == 41.4
+    assert _cell(t4, "lapsrn", "moran_medium") == 44.9
+    assert _cell(t4, "improvement", "crnn_average") == 14.6
+    assert len(t4.rows) == 10
+
+
+def test_cell_source_merges_defaults_column_row():
+    t4 = next(t for t in load_specs()["tsrn"].tables if t.id == "table4")
+    row = next(r for r in t4.rows if r.id == "tsrn")
+    col = next(c for c in t4.columns if c.id == "crnn_hard")
+    src = t4.cell_source(row, col)
+    assert src == {
+        "testset": "textzoom_test",
+        "metric": "accuracy",
+        "recognizer": "crnn",
+        "subset": "hard",
+        "sr": "tsrn/tsrn",
+    }
+
+
+def test_bad_spec_names_file_and_key(tmp_path):
+    bad = yaml.safe_load((REPO / "src/stisr/papers/tsrn.yaml").read_text())
+    bad["tables"][3]["rows"][0]["paper"] = [1.0, 2.0]
+    path = tmp_path / "tsrn.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(SpecError, match=r"tsrn\.yaml.*tables\.table4\.rows\.bicubic\.paper"):
+        parse_spec(path)
+
+
+def test_embedded_demo_plan_trains_the_slice():
+    params = load_params(REPO / "params.yaml")
+    jobs = plan.all_jobs(params, load_specs())
+    assert {"tsrn/tsrn", "zoo/crnn"} <= set(jobs.trains)
+    assert ("bicubic", "crnn", "textzoom_test") in jobs.evaluations
+    assert ("tsrn/tsrn", "ppocr", "textzoom_test") in jobs.evaluations
+
+
+def test_official_paper_plan_uses_released_weights():
+    params = load_params(REPO / "params.yaml", {"source": "official", "scale": "paper"})
+    specs = load_specs()
+    jobs = plan.all_jobs(params, specs)
+    assert "zoo/crnn" not in jobs.trains
+    rec = plan.resolve_recognizer(params, "crnn", all_runs(specs))
+    assert rec.weights == "crnn" and rec.run is None
+    dirs = plan.train_set_dirs(params, "textzoom_train")
+    assert [d.name for d in dirs] == ["train1", "train2"]
+
+
+def test_dvc_yaml_is_in_sync_with_specs():
+    out = subprocess.run(
+        [sys.executable, "-m", "stisr.cli", "sync-dvc", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    stages = yaml.safe_load(Path(REPO / "dvc.yaml").read_text())["stages"]
+    assert "tsrn_table4" in stages["table"]["foreach"]
