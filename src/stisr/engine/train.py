@@ -124,7 +124,7 @@ class RecStep:
     def __call__(self, batch: Mapping[str, Any], device: str):
         x = self.model.preprocess(batch["lr"][:, :3].to(device))
         loss = self.model.loss(self.model(x), list(batch["label"]))
-        return loss, {"recognition": loss}
+        return loss, {"recognition": loss.detach()}
 
 
 class _Preempted(Exception):
