@@ -10,6 +10,8 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,36 @@ from stisr.config import ParamsError, load_params, model_config, scale_settings,
 
 log = logging.getLogger("stisr")
 
-# Benchmark LR sets derived from the STR sets: (pipeline, pipeline params, selection).
-LR_SETS: dict[str, tuple[str | None, dict[str, Any], str]] = {
-    "commonlr": (None, {}, "small"),  # TSRN: real images smaller than 64x16, not degraded
-    "lemma": ("blur_noise", {"variant": "lemma"}, "small"),
-    "kdltr": ("blur_noise", {"variant": "kdltr"}, "all"),
+
+@dataclass(frozen=True)
+class LrSet:
+    """How an LR benchmark set is derived from the STR benchmarks (`stisr degrade <kind>`)."""
+
+    subsets: tuple[str, ...]
+    keep: Callable[[Any], bool]  # which source images enter the set
+    pipeline: str | None = None  # degradation applied to them (seeded per image)
+    options: dict[str, Any] = field(default_factory=dict)
+    merge: bool = False  # one subset `all` instead of one per benchmark
+
+
+def _all(img: Any) -> bool:
+    return True
+
+
+def _small(img: Any) -> bool:  # smaller than 64x16 (TSRN CommonLR) / 16x64 (LEMMA)
+    return img.width <= 64 and img.height <= 16
+
+
+def _short(img: Any) -> bool:  # IMAGE's IC15-352: height below 16 pixels
+    return img.height < 16
+
+
+STR_BENCHMARKS = ("ic13", "ic15", "iiit5k", "svt", "svtp", "cute80")
+LR_SETS: dict[str, LrSet] = {
+    "commonlr": LrSet(STR_BENCHMARKS, _small, merge=True),
+    "lemma": LrSet(STR_BENCHMARKS, _small, "blur_noise", {"variant": "lemma"}),
+    "kdltr": LrSet(STR_BENCHMARKS, _all, "blur_noise", {"variant": "kdltr"}),
+    "ic15_352": LrSet(("ic15",), _short, merge=True),
 }
 
 
@@ -50,31 +77,34 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_degrade(args: argparse.Namespace) -> None:
-    """Make an LR benchmark set (LEMMA / KD-LTR / CommonLR style) from STR LMDBs."""
-    from stisr.data.degrade import is_small, make_lr_set
+    """Make an LR benchmark set (CommonLR, LEMMA, KD-LTR, IC15-352) from STR LMDBs."""
+    from stisr.data.degrade import degrade, sample_rng
     from stisr.data.lmdb_io import LmdbReader, write_str_lmdb
 
     params = _params(args)
-    pipeline, pparams, select = LR_SETS[args.kind]
+    spec = LR_SETS[args.kind]
     seed = params["embedded"]["seed"] + 7
+    sources = dict(item.split("=", 1) for item in args.src)
+    missing = [s for s in spec.subsets if s not in sources]
+    if missing:
+        raise SystemExit(f"degrade {args.kind}: no --src given for {', '.join(missing)}")
 
-    def samples(src: Path):
-        with LmdbReader(src) as reader:
+    def derived(name: str):
+        with LmdbReader(Path(sources[name])) as reader:
             for i in range(len(reader)):
-                yield reader.image("image", i), reader.label(i)
+                img = reader.image("image", i)
+                if not spec.keep(img):
+                    continue
+                if spec.pipeline:  # the rng of image i depends on (seed, benchmark, i) only
+                    rng = sample_rng(seed + STR_BENCHMARKS.index(name), i)
+                    img = degrade(img, spec.pipeline, rng, **spec.options)
+                yield img, reader.label(i)
 
     out = Path(args.out)
-    if args.kind == "commonlr":
-        gathered = [
-            (img, label) for src in args.src for img, label in samples(Path(src)) if is_small(img)
-        ]
-        n = write_str_lmdb(out / "all", gathered)
+    if spec.merge:
+        n = write_str_lmdb(out / "all", (x for name in spec.subsets for x in derived(name)))
     else:
-        n = 0
-        for src in args.src:
-            src = Path(src)
-            lr = make_lr_set(samples(src), pipeline, seed, select=select, **pparams)
-            n += write_str_lmdb(out / src.name, lr)
+        n = sum(write_str_lmdb(out / name, derived(name)) for name in spec.subsets)
     log.info("%d LR images (%s) written to %s", n, args.kind, out)
 
 
@@ -414,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("degrade", help="make LR benchmark sets from STR LMDBs")
     s.add_argument("kind", choices=sorted(LR_SETS))
-    s.add_argument("--src", nargs="+", required=True)
+    s.add_argument("--src", nargs="+", required=True, metavar="NAME=LMDB")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_degrade)
 

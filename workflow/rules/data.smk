@@ -1,17 +1,27 @@
+from stisr.data.fetch import load_sources  # noqa: E402
+
 # Data at the edges: embedded generation or official download, then derived LR benchmark sets.
 # Every dataset is a directory of LMDBs in the official formats, so one loader serves both sources.
 
 
 def data_inputs(dirs):
-    """The producing rule's output for each data folder (the dataset root, not the subfolder)."""
+    """The producing rule's output for each data folder (the dataset root, not the subfolder):
+    str_lr/<kind> from `degrade_str`; otherwise the embedded generator's folder or the
+    destination of the fetch-registry entry that holds the folder."""
     roots = set()
     for d in dirs:
         rel = Path(d).relative_to(DATA).parts
-        roots.add(str(Path(DATA, *rel[: 2 if rel[0] == "str_lr" else 1])))
+        if rel[0] == "str_lr":
+            roots.add(str(Path(DATA, *rel[:2])))
+        elif EMBEDDED:
+            roots.add(str(Path(DATA, rel[0])))
+        else:
+            dests = [s.dest for s in load_sources().values() if Path(*rel).is_relative_to(s.dest)]
+            if not dests:
+                raise WorkflowError(f"no entry of sources.yaml provides {d}")
+            roots.add(str(Path(DATA, max(dests, key=len))))
     return sorted(roots)
 
-
-STR_BENCHMARKS = ["ic13", "ic15", "iiit5k", "svt", "svtp", "cute80"]
 
 if EMBEDDED:
 
@@ -33,8 +43,6 @@ if EMBEDDED:
 
 else:
     # One rule per entry of the fetch registry (src/stisr/data/sources.yaml).
-    from stisr.data.fetch import load_sources
-
     for _src in load_sources().values():
 
         rule:
@@ -62,16 +70,19 @@ else:
             "stisr import-weights {wildcards.name} --out {output} 2> {log}"
 
 
+STR_HR = {name: dirs[0] for name, dirs in plan.testset_dirs(config, "str_hr").items()}
+
+
 rule degrade_str:
     input:
-        f"{DATA}/str",
+        data_inputs(STR_HR.values()),
     output:
         directory(f"{DATA}/str_lr/{{kind}}"),
     wildcard_constraints:
-        kind="commonlr|lemma|kdltr",
+        kind="commonlr|lemma|kdltr|ic15_352",
     log:
         f"{LOGS}/degrade_{{kind}}.log",
     params:
-        src=lambda wc, input: " ".join(f"{input[0]}/{s}" for s in STR_BENCHMARKS),
+        src=" ".join(f"{name}={path}" for name, path in STR_HR.items()),
     shell:
         "{STISR} -q degrade {wildcards.kind} --src {params.src} --out {output} 2> {log}"

@@ -33,8 +33,6 @@ rule evaluate:
     log:
         f"{LOGS}/eval/{{sr}}/{{rec}}/{{testset}}.log",
     threads: config["train"]["torch_threads"]
-    resources:
-        runtime=config["slurm"]["eval_runtime_min"],
     params:
         sr=lambda wc: plan.unslug(wc.sr),
         rec=lambda wc: plan.unslug(wc.rec),

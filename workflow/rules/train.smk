@@ -23,10 +23,6 @@ rule train:
     log:
         f"{LOGS}/train/{{run}}.log",
     threads: config["train"]["torch_threads"]
-    resources:
-        gpu=config["slurm"]["gpus_per_train_job"] if not EMBEDDED else 0,
-        runtime=config["slurm"]["train_runtime_min"],
-        mem_mb=config["slurm"]["mem_mb"],
     params:
         run=lambda wc: plan.unslug(wc.run),
     shell:
