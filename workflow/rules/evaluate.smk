@@ -37,7 +37,7 @@ rule evaluate:
         sr=lambda wc: plan.unslug(wc.sr),
         rec=lambda wc: plan.unslug(wc.rec),
     shell:
-        "{STISR} -q evaluate --sr {params.sr} --recognizer {params.rec} "
+        "{STISR} evaluate --sr {params.sr} --recognizer {params.rec} "
         "--testset {wildcards.testset} 2> {log}"
 
 

@@ -26,4 +26,4 @@ rule train:
     params:
         run=lambda wc: plan.unslug(wc.run),
     shell:
-        "{STISR} -q train --run {params.run} 2> {log}"
+        "{STISR} train --run {params.run} 2> {log}"
