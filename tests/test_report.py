@@ -184,13 +184,13 @@ def test_write_table_csv_and_markdown(metrics, tmp_path: Path):
     assert EMBEDDED_WARNING in md and "embedded synthetic-data" in md
     assert "`embedded`" in md and "`demo`" in md
     assert "| Good \\| net | L2 | 55.0 / 50.0 (+5.0) | 43.0 / 41.0 (+2.0) | 60.0 |" in md
-    assert "paper: 60.0 - not reproduced yet" in md
+    assert "| Bad | L1 | n.r. / 60.0 |" in md
     assert "Coverage: 6 of 10 paper cells reproduced." in md
     assert not list((out / "fake").glob(".*"))  # no temp files left behind
 
     md2 = write_table(metrics.tables[1], PARAMS, runs, out)[1].read_text()
     assert "1.2 / 1.5 (-0.3)" in md2 and "76.1 / 75.0 (+1.1)" in md2  # the paper's precision
-    assert "paper: 20.0 - missing metrics" in md2
+    assert "missing / 20.0" in md2
 
     official = {**PARAMS, "source": "official", "scale": "paper"}
     md3 = write_table(metrics.tables[1], official, runs, out)[1].read_text()

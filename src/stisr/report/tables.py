@@ -286,8 +286,8 @@ def format_cell(paper: Any, ours: float | None, status: str, decimals: int) -> s
         p_num = _as_number(paper)
         delta = f" ({_fmt(ours - p_num, decimals, sign=True)})" if p_num is not None else ""
         return f"{_fmt(ours, decimals)} / {_fmt(paper, decimals)}{delta}"
-    what = "missing metrics" if status.startswith(MISSING) else "not reproduced yet"
-    return f"paper: {_fmt(paper, decimals)} - {what}" if has_paper else "-"
+    mark = "missing" if status.startswith(MISSING) else "n.r."
+    return f"{mark} / {_fmt(paper, decimals)}" if has_paper else "-"
 
 
 def _is_nan(value: Any) -> bool:
@@ -321,7 +321,11 @@ def table_markdown(table: TableSpec, frame: pd.DataFrame, params: Mapping[str, A
     header += [f"{c.label} (extra)" if c.extra else c.label for c in cols]
     lines = [f"# {table.paper} {table.id}: {table.title}", "", *data_banner(params), ""]
     unit = "accuracy in %" if table.metric_format == "percent" else "values as the paper prints"
-    lines += [f"Cells: ours / paper (ours - paper); {unit}. Extra columns have no paper number."]
+    lines += [
+        f"Cells: ours / paper (ours - paper); {unit}. `n.r.` = not reproduced yet (reasons "
+        "below); `missing` = a job should have written the metrics file. Extra columns "
+        "have no paper number."
+    ]
     lines.append("")
     if table.caption:
         lines += [table.caption, ""]
