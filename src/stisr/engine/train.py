@@ -116,14 +116,14 @@ class SRStep:
 
 
 class RecStep:
-    """Word image -> logits -> the recognizer's own loss."""
+    """Word image -> the recognizer's own training loss (teacher forcing stays inside it)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
 
     def __call__(self, batch: Mapping[str, Any], device: str):
         x = self.model.preprocess(batch["lr"][:, :3].to(device))
-        loss = self.model.loss(self.model(x), list(batch["label"]))
+        loss = self.model.training_loss(x, list(batch["label"]))
         return loss, {"recognition": loss.detach()}
 
 

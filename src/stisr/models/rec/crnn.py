@@ -142,6 +142,10 @@ class CRNN(nn.Module):
         best = logits.detach().argmax(dim=2).t().tolist()  # (B, T)
         return [self.charset.ctc_greedy(path) for path in best]
 
+    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+        """The recognizer protocol's training entry point (CTC needs no teacher forcing)."""
+        return self.loss(self(x), labels)
+
     def loss(self, logits: Tensor, labels: Sequence[str]) -> Tensor:
         """Mean CTC loss (per-sample loss / max(len, 1)); labels are normalized to 0-9a-z first.
 
