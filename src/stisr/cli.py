@@ -354,6 +354,29 @@ def cmd_index(args: argparse.Namespace) -> None:
     log.info("results index written to %s", path)
 
 
+def cmd_recognize(args: argparse.Namespace) -> None:
+    from stisr.engine.recognize import accuracy, recognize_folder
+
+    weights = Path(args.weights) if args.weights else None
+    preds = recognize_folder(Path(args.folder), args.recognizer, weights, args.batch_size)
+    lines = ["path\tprediction\tlabel\tcorrect"]
+    lines += [
+        f"{p.path}\t{p.prediction}\t{'' if p.label is None else p.label}\t"
+        f"{'' if p.correct is None else int(p.correct)}"
+        for p in preds
+    ]
+    if args.out:
+        from stisr.engine.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
+        log.info("%d predictions written to %s", len(preds), args.out)
+    else:
+        print("\n".join(lines[: args.show + 1]))
+    acc = accuracy(preds)
+    if acc is not None:
+        print(f"word accuracy ({args.recognizer}, {len(preds)} images): {100 * acc:.2f}%")
+
+
 def cmd_plan(args: argparse.Namespace) -> None:
     from stisr.papers.plan import all_jobs
     from stisr.papers.spec import load_specs
@@ -491,6 +514,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("index", help="write results/README.md")
     s.add_argument("--out", default="results")
     s.set_defaults(fn=cmd_index)
+
+    s = sub.add_parser("recognize", help="read a folder of word images (gt.txt optional)")
+    s.add_argument("folder")
+    s.add_argument("--recognizer", required=True, help="registry name (crnn, ...) or ppocr")
+    s.add_argument("--weights", help="a stisr model.pt or an official weight file")
+    s.add_argument("--out", help="write predictions as TSV here (default: print)")
+    s.add_argument("--show", type=int, default=20, help="predictions printed without --out")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.set_defaults(fn=cmd_recognize)
 
     s = sub.add_parser("sync-dvc", help="regenerate dvc.yaml from the specs")
     s.add_argument("--path", default="dvc.yaml")
