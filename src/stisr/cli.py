@@ -394,11 +394,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
 def dvc_stages() -> dict[str, Any]:
     """dvc.yaml, derived from the specs and the fetch registry (one stage per table / source)."""
     from stisr.data.fetch import load_sources
-    from stisr.papers.spec import PAPERS, load_specs
+    from stisr.papers.spec import load_specs
 
     specs = load_specs()
     code_deps = ["src/stisr", "workflow"]
-    tables = {f"{p}_{t.id}": {"paper": p, "table": t.id} for p in PAPERS for t in specs[p].tables}
+    tables = {f"{p}_{t.id}": {"paper": p, "table": t.id} for p in specs for t in specs[p].tables}
     fetches = {s.name: s.dest for s in load_sources().values()}
     snake = "snakemake --cores all"
     return {
