@@ -23,6 +23,7 @@ from tqdm import tqdm
 from stisr.data.datasets import collate, open_dataset
 from stisr.data.lmdb_io import LmdbReader, is_lmdb_dir
 from stisr.engine.checkpoint import atomic_write_text, load_model
+from stisr.engine.provenance import provenance
 from stisr.metrics.accuracy import correct_mask, weighted_average
 from stisr.metrics.image_quality import psnr, ssim
 from stisr.models.registry import build_model
@@ -208,6 +209,7 @@ def evaluate(
         **dict(meta or {}),
         "subsets": per_subset,
         "samples": samples_path.name,
+        "provenance": provenance([d for dirs in subsets.values() for d in dirs]),
     }
     atomic_write_text(out_path, json.dumps(result, indent=2))
     log.info("evaluation %s | %s | %s written to %s", sr, recognizer, testset, out_path)

@@ -82,8 +82,11 @@ def _log_training(run_dir: Path) -> None:
     import mlflow
 
     params = json.loads((run_dir / "params.json").read_text())
+    prov = params.pop("provenance", {})
     flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
     mlflow.log_params(flat)
+    if prov:  # code commit, versions and data hashes: tags, so runs can be filtered by them
+        mlflow.set_tags({f"provenance.{k}": str(v)[:5000] for k, v in _flatten(prov).items()})
     history = run_dir / "history.jsonl"
     if history.exists():
         for line in history.read_text().splitlines():

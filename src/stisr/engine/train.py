@@ -33,6 +33,7 @@ from stisr.engine.checkpoint import (
     load_model,
     model_payload,
 )
+from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.losses import build_loss
 from stisr.models.registry import build_model
@@ -168,7 +169,8 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         history = [h for h in _read_history(out_dir) if h["step"] <= start]
         log.info("resuming %s from step %d (%s)", cfg.run, start, ckpt_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "params.json", json.dumps(asdict(cfg), indent=2, default=str))
+    record = {**asdict(cfg), "provenance": provenance(cfg.train_dirs, seed)}
+    atomic_write_text(out_dir / "params.json", json.dumps(record, indent=2, default=str))
 
     sampler = StepBatchSampler(len(data), cfg.batch_size, seed, start, n_steps)
     loader = DataLoader(
