@@ -93,3 +93,17 @@ def test_dvc_yaml_is_in_sync_with_specs():
     assert out.returncode == 0, out.stderr
     stages = yaml.safe_load(Path(REPO / "dvc.yaml").read_text())["stages"]
     assert "tsrn_table4" in stages["table"]["foreach"]
+
+
+def test_demo_trains_only_the_enabled_recognizers():
+    params = load_params(REPO / "params.yaml")
+    specs = load_specs()
+    runs = all_runs(specs)
+    jobs = plan.all_jobs(params, specs)
+    enabled = params["scales"]["demo"]["recognizers"]
+    assert all(runs[r].model in enabled for r in jobs.trains if runs[r].task == "rec")
+    src = {"sr": "bicubic", "recognizer": "aster", "metric": "accuracy", "testset": "textzoom_test"}
+    if plan.is_implemented("aster") and "aster" not in enabled:
+        assert "scales.demo.recognizers" in plan.cell_status(params, src, runs)
+    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
+    assert plan.cell_status(smoke, {**src, "recognizer": "crnn"}, runs) is None

@@ -67,6 +67,13 @@ def test_second_run_does_nothing(smoke_run):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_snakemake_report_is_html(smoke_run):
+    out = _snakemake(smoke_run, "--config", "scale=smoke", "--report", "report.html")
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (smoke_run / "report.html").read_text(errors="replace")
+    assert "<html" in html.lower() and "fig2.png" in html
+
+
 def test_mlflow_has_every_tracked_run(smoke_run):
     import mlflow
 

@@ -93,13 +93,25 @@ def resolve_recognizer(params: Mapping[str, Any], ref: str, runs: Mapping[str, R
     return Recognizer(ref, runs[ref].model, run=ref)
 
 
-def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
+def recognizer_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
+    """Why a recognizer cannot be used here (None when it can)."""
     rec = resolve_recognizer(params, ref, runs)
     if rec.external:
-        return True
-    if rec.run is not None and not run_available(params, rec.run, runs):
-        return False
-    return is_implemented(rec.model)
+        return None
+    if not is_implemented(rec.model) or (rec.run and not run_available(params, rec.run, runs)):
+        return f"recognizer {ref} not implemented yet"
+    enabled = params["scales"][params["scale"]].get("recognizers", "all")
+    gated = params["source"] == "embedded" and enabled != "all" and rec.model not in enabled
+    if gated:
+        return (
+            f"recognizer {ref} ({rec.model}) is not trained on embedded data at scale "
+            f"{params['scale']} (params.yaml scales.{params['scale']}.recognizers)"
+        )
+    return None
+
+
+def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
+    return recognizer_problem(params, ref, runs) is None
 
 
 def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
@@ -126,8 +138,8 @@ def cell_status(params, src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> 
         if missing and is_implemented(runs[sr].model):
             return f"{sr}: {UNAVAILABLE_LOSSES[missing[0]]}"
         return f"model of {sr} not implemented yet"
-    if rec is not None and not recognizer_available(params, rec, runs):
-        return f"recognizer {rec} not implemented yet"
+    if rec is not None and (problem := recognizer_problem(params, rec, runs)):
+        return problem
     complexity = src.get("metric") in COMPLEXITY_METRICS
     if complexity and rec is not None and resolve_recognizer(params, rec, runs).external:
         return f"the complexity of the external recognizer {rec} is not measured"
