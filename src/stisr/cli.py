@@ -117,11 +117,10 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_import_weights(args: argparse.Namespace) -> None:
     """Released recognizer weights -> a stisr checkpoint (strict load after the key mapping)."""
-    import torch
-
     from stisr.data.fetch import load_sources
     from stisr.engine.checkpoint import atomic_save, model_payload
-    from stisr.models.registry import build_model, is_implemented
+    from stisr.engine.recognize import load_official
+    from stisr.models.registry import is_implemented
     from stisr.papers.spec import load_common
 
     entry = next(
@@ -130,16 +129,9 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
     if entry is None or not is_implemented(entry["model"]):
         raise SystemExit(f"import-weights: no implemented recognizer uses weights {args.name!r}")
     src = Path(args.root) / load_sources()[args.name].dest
-    state = torch.load(src, map_location="cpu", weights_only=False)
-    for key in ("state_dict", "model"):  # ASTER / ABINet wrap the weights in a dict
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel prefixes
-    model = build_model(entry["model"], {})
-    model.load_state_dict(state, strict=True)
-    atomic_save(
-        model_payload(model, entry["model"], {}, run=f"released/{args.name}"), Path(args.out)
-    )
+    model, config = load_official(entry["model"], src)
+    payload = model_payload(model, entry["model"], config, run=f"released/{args.name}")
+    atomic_save(payload, Path(args.out))
     log.info("released %s weights imported from %s into %s", args.name, src, args.out)
 
 

@@ -36,20 +36,37 @@ class Prediction:
     correct: bool | None = None
 
 
+def load_official(name: str, weights: Path) -> tuple[nn.Module, dict]:
+    """A released weight file -> (model, config), loaded strictly after the module's key mapping.
+
+    A recognizer module may define `official_state_dict(raw)` (key mapping), `OFFICIAL_CONFIG`
+    (the release's architecture when it differs from the paper default) and
+    `read_official_file(path)` (for files that are not torch archives, e.g. Paddle's).
+    """
+    if name not in REC_MODELS:
+        raise KeyError(f"unknown recognizer {name!r}; known: {', '.join(sorted(REC_MODELS))}")
+    module = importlib.import_module(REC_MODELS[name][1].__module__)
+    config = dict(getattr(module, "OFFICIAL_CONFIG", {}))
+    reader = getattr(module, "read_official_file", None)
+    raw = reader(weights) if reader else torch.load(weights, map_location="cpu", weights_only=False)
+    mapping: Callable[[dict], dict] = getattr(module, "official_state_dict", lambda d: d)
+    model = build_model(name, config)
+    try:
+        model.load_state_dict(mapping(raw), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{weights}: not a {name} release checkpoint: {err}") from err
+    return model, config
+
+
 def load_recognizer(name: str, weights: Path | None) -> nn.Module:
     """A recognizer by registry name, from a stisr checkpoint or an official weight file."""
     if weights is None:
         raise ValueError(f"recognizer {name!r} needs --weights (a model.pt or an official file)")
-    raw = torch.load(weights, map_location="cpu", weights_only=False)
-    if isinstance(raw, dict) and "state_dict" in raw and "model" in raw and "config" in raw:
-        return load_model(weights).eval()
-    if name not in REC_MODELS:
-        raise KeyError(f"unknown recognizer {name!r}; known: {', '.join(sorted(REC_MODELS))}")
-    model = build_model(name, {})
-    module = importlib.import_module(type(model).__module__)
-    mapping: Callable[[dict], dict] = getattr(module, "official_state_dict", lambda d: d)
-    model.load_state_dict(mapping(raw), strict=True)
-    return model.eval()
+    if Path(weights).suffix in (".pt", ".pth", ".tar"):
+        raw = torch.load(weights, map_location="cpu", weights_only=False)
+        if isinstance(raw, dict) and {"state_dict", "model", "config"} <= raw.keys():
+            return load_model(weights).eval()
+    return load_official(name, Path(weights))[0].eval()
 
 
 def list_images(folder: Path) -> list[tuple[Path, str | None]]:

@@ -12,7 +12,13 @@ from typing import Any
 
 from torch import nn
 
+from stisr.models.rec.abinet import ABINet, ABINetConfig
+from stisr.models.rec.aster import ASTER, ASTERConfig
 from stisr.models.rec.crnn import CRNN, CRNNConfig
+from stisr.models.rec.matrn import MATRN, MATRNConfig
+from stisr.models.rec.moran import MORAN, MORANConfig
+from stisr.models.rec.parseq import PARSeq, PARSeqConfig
+from stisr.models.rec.svtr import SVTR, SVTRConfig
 from stisr.models.sr.bicubic import Bicubic, BicubicConfig
 from stisr.models.sr.srresnet import SRResNet, SRResNetConfig
 from stisr.models.sr.tsrn import TSRN, TSRNConfig
@@ -23,7 +29,13 @@ SR_MODELS: dict[str, tuple[type, type]] = {
     "tsrn": (TSRNConfig, TSRN),
 }
 REC_MODELS: dict[str, tuple[type, type]] = {
+    "abinet": (ABINetConfig, ABINet),
+    "aster": (ASTERConfig, ASTER),
     "crnn": (CRNNConfig, CRNN),
+    "matrn": (MATRNConfig, MATRN),
+    "moran": (MORANConfig, MORAN),
+    "parseq": (PARSeqConfig, PARSeq),
+    "svtr": (SVTRConfig, SVTR),
 }
 PARAMETER_FREE = {"bicubic"}
 
