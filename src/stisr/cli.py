@@ -293,16 +293,16 @@ def cmd_track(args: argparse.Namespace) -> None:
     from stisr.papers.plan import run_dir
 
     params = _params(args)
-    rd = run_dir(params, args.sr) if args.trained else None
+    rd = run_dir(params, args.run) if args.trained else None
     uri = tracking_uri(params["mlflow"]["tracking_uri"])
-    key = f"{work_name(params)}/{args.sr}"
+    key = f"{work_name(params)}/{args.run}"
     run_id = log_run(
         key=key,
         uri=uri,
         experiment=params["mlflow"]["experiment"],
         run_dir=rd,
         evaluations=[Path(p) for p in args.evaluations],
-        tags={"source": params["source"], "scale": params["scale"], "sr": args.sr},
+        tags={"source": params["source"], "scale": params["scale"], "run": args.run},
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_complexity)
 
     s = sub.add_parser("track", help="log a run and its evaluations to MLflow")
-    s.add_argument("--sr", required=True)
+    s.add_argument("--run", required=True, help="a run id, or a parameter-free SR (bicubic)")
     s.add_argument("--trained", action="store_true")
     s.add_argument("--evaluations", nargs="*", default=[])
     s.add_argument("--out", required=True)

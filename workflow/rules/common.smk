@@ -44,5 +44,9 @@ TABLE_FILES = [
 FIGURE_FILES = [
     f"results/{p}/{f.id}.png" for p in config["papers"] for f in SPECS[p].figures
 ]
-TRACKED_SR = sorted({sr for sr, _, _ in JOBS.evaluations if sr not in ("lr", "hr", "hr_bicubic_lr")})
-TRACK_FILES = [f"runs/{WORK}/tracked/{plan.slug(sr)}.json" for sr in TRACKED_SR]
+# MLflow gets every trained run (SR and recognition) and each parameter-free SR baseline.
+TRACKED = sorted(
+    set(JOBS.trains)
+    | {sr for sr, _, _ in JOBS.evaluations if sr not in ("lr", "hr", "hr_bicubic_lr")}
+)
+TRACK_FILES = [f"runs/{WORK}/tracked/{plan.slug(ref)}.json" for ref in TRACKED]

@@ -55,7 +55,7 @@ rule index:
 
 def track_inputs(wildcards):
     sr = plan.unslug(wildcards.sr)
-    evals = [str(plan.eval_path(config, *e)) for e in JOBS.evaluations if e[0] == sr]
+    evals = [str(plan.eval_path(config, *e)) for e in JOBS.evaluations if sr in (e[0], e[1])]
     return evals + ([] if sr in PSEUDO_SR else [str(plan.run_dir(config, sr) / "metrics.json")])
 
 
@@ -73,7 +73,7 @@ rule track:
         trained=lambda wc: "" if plan.unslug(wc.sr) in PSEUDO_SR else "--trained",
         evals=lambda wc, input: " ".join(p for p in input if p.endswith(".json") and "/eval/" in p),
     shell:
-        "{STISR} track --sr {params.sr} {params.trained} --evaluations {params.evals} "
+        "{STISR} track --run {params.sr} {params.trained} --evaluations {params.evals} "
         "--out {output} 2> {log}"
 
 

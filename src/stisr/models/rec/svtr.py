@@ -396,4 +396,14 @@ class SVTR(nn.Module):
 
 # Recognizer-module conventions used by `stisr.engine.recognize.load_official`:
 OFFICIAL_CONFIG = SVTR_BASE_EN_RELEASE  # the released weights' architecture
-read_official_file = read_pdparams  # Paddle files are not torch archives
+
+
+def read_official_file(path: str | Path) -> dict[str, Any]:
+    """The release as fetched: a `.pdparams` file, or the extracted folder holding one."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.rglob("best_accuracy.pdparams")) or sorted(path.rglob("*.pdparams"))
+        if not found:
+            raise FileNotFoundError(f"no .pdparams file under {path}")
+        path = found[0]
+    return read_pdparams(path)
