@@ -236,7 +236,9 @@ class ResNet45(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU(inplace=True)
         inplanes = widths[0]
-        for i, (planes, n, stride) in enumerate(zip(widths[1:], blocks, RESNET45_STRIDES), 1):
+        for i, (planes, n, stride) in enumerate(
+            zip(widths[1:], blocks, RESNET45_STRIDES, strict=True), 1
+        ):
             layers = [BasicBlock(inplanes, planes, stride)]
             layers += [BasicBlock(planes, planes) for _ in range(n - 1)]
             self.add_module(f"layer{i}", nn.Sequential(*layers))
@@ -285,7 +287,9 @@ def _encoder_layer(in_c: int, out_c: int, stride: tuple[int, int]) -> nn.Sequent
 
 
 def _decoder_layer(in_c: int, out_c: int, upsample: nn.Upsample) -> nn.Sequential:
-    return nn.Sequential(upsample, nn.Conv2d(in_c, out_c, 3, 1, 1), nn.BatchNorm2d(out_c), nn.ReLU(True))
+    return nn.Sequential(
+        upsample, nn.Conv2d(in_c, out_c, 3, 1, 1), nn.BatchNorm2d(out_c), nn.ReLU(True)
+    )
 
 
 class PositionAttention(nn.Module):
@@ -407,10 +411,9 @@ def greedy_lengths(logits: Tensor) -> Tensor:
     return torch.where(is_null.any(dim=-1), first + 1, full)
 
 
-def gated_fusion(w_att: nn.Linear, first: Tensor, second: Tensor) -> Tensor:
-    """sigmoid(W [first; second]) * second + (1 - .) * first, ABINet's alignment gate."""
-    gate = torch.sigmoid(w_att(torch.cat((first, second), dim=2)))
-    return gate * second + (1 - gate) * first
+def fusion_gate(w_att: nn.Linear, first: Tensor, second: Tensor) -> Tensor:
+    """sigmoid(W [first; second]): the per-channel gate of ABINet's and MATRN's fusion."""
+    return torch.sigmoid(w_att(torch.cat((first, second), dim=2)))
 
 
 def sequence_cross_entropy(outputs: Sequence[Tensor], targets: Tensor, lengths: Tensor) -> Tensor:
@@ -447,8 +450,8 @@ def unwrap_official(raw: Any, required_prefixes: Sequence[str], where: str) -> d
     for prefix in required_prefixes:
         if not any(k.startswith(prefix) for k in out):
             raise ValueError(
-                f"{where}: no '{prefix}*' keys; this looks like a partial (pretrain-vision or "
-                f"pretrain-language) checkpoint, not the full model"
+                f"{where}: no '{prefix}*' keys; this is a partial checkpoint (pretrain-vision, "
+                f"pretrain-language) or another model's, not the full model"
             )
     return out
 
@@ -496,7 +499,9 @@ class ABINetFamily(nn.Module):
 
     def encode_targets(self, labels: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
         """Class targets (N, T) padded with the end token and lengths (N,) counting it."""
-        rows = [self.charset.encode(self.charset.filter(s)[: self.config.max_length]) for s in labels]
+        rows = [
+            self.charset.encode(self.charset.filter(s)[: self.config.max_length]) for s in labels
+        ]
         targets = torch.full((len(rows), self.max_length), NULL_LABEL, dtype=torch.long)
         for i, row in enumerate(rows):
             targets[i, : len(row)] = torch.tensor(row, dtype=torch.long)
