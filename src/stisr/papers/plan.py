@@ -100,7 +100,7 @@ def recognizer_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | N
         return None
     if not is_implemented(rec.model) or (rec.run and not run_available(params, rec.run, runs)):
         return f"recognizer {ref} not implemented yet"
-    enabled = params["scales"][params["scale"]].get("recognizers", "all")
+    enabled = params.get("scales", {}).get(params["scale"], {}).get("recognizers", "all")
     gated = params["source"] == "embedded" and enabled != "all" and rec.model not in enabled
     if gated:
         return (
