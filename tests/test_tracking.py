@@ -37,10 +37,10 @@ def test_parallel_logging_loses_no_run_and_relogging_replaces(tmp_path):
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    jobs = [(uri, f"embedded-smoke/run{i}", str(_fake_run(tmp_path, f"run{i}"))) for i in range(4)]
-    with mp.get_context("spawn").Pool(4) as pool:
+    jobs = [(uri, f"embedded-smoke/run{i}", str(_fake_run(tmp_path, f"run{i}"))) for i in range(8)]
+    with mp.get_context("spawn").Pool(8) as pool:
         ids = pool.map(_log, jobs)
-    assert len(set(ids)) == 4
+    assert len(set(ids)) == 8
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("stisr")
     runs = client.search_runs([exp.experiment_id])
@@ -50,4 +50,4 @@ def test_parallel_logging_loses_no_run_and_relogging_replaces(tmp_path):
         assert r.data.params["model_config.a"] == "1"
     _log(jobs[0])  # re-tracking the same key replaces the earlier copy
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 4
+    assert len(runs) == 8
