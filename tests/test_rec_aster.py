@@ -17,6 +17,7 @@ from stisr.models.rec.aster import (
     official_state_dict,
 )
 from stisr.models.registry import build_model
+from tests.recognizer_checks import fit_losses
 
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 TINY = {
@@ -213,15 +214,7 @@ def test_training_loss_finite_decreasing_and_empty_labels() -> None:
     targets, lengths = model.encode_labels(labels, x.device)
     assert lengths.tolist() == [7, 1, 3, 12]
     assert targets[1, 0].item() == model.eos and targets[2, 2].item() == model.eos
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(8):
-        loss = model.training_loss(x, labels)
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, x, labels, steps=8, lr=1e-2)
     assert losses[-1] < 0.8 * losses[0]
     with pytest.raises(ValueError, match="labels"):
         model.training_loss(x, ["one"])

@@ -8,6 +8,7 @@ import torch
 from stisr.metrics.complexity import count_flops, count_parameters
 from stisr.models.rec.matrn import MATRN, MATRNConfig, official_state_dict
 from stisr.models.registry import build_model
+from tests.recognizer_checks import fit_losses
 from tests.test_rec_abinet import (
     TINY,
     Shapes,
@@ -112,17 +113,9 @@ def test_eval_is_deterministic_and_training_hides_visual_features() -> None:
 
 def test_training_loss_finite_and_decreasing() -> None:
     model = MATRN(MATRNConfig(**TINY_MATRN, dropout=0.0)).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x = model.preprocess(torch.rand(4, 3, 32, 128))
     labels = ["cat", "", "Dog!", "a1"]
-    losses = []
-    for _ in range(12):
-        loss = model.training_loss(x, labels)
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, x, labels, steps=12, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     assert model.semantic_visual.v_token.grad is not None  # the mask token is learned
 

@@ -17,6 +17,7 @@ from stisr.models.rec.moran import (
     official_state_dict,
 )
 from stisr.models.registry import build_model
+from tests.recognizer_checks import fit_losses
 
 _BN = ("weight", "bias", "running_mean", "running_var")
 TINY = {
@@ -184,15 +185,7 @@ def test_training_loss_finite_decreasing_and_empty_labels() -> None:
     assert lengths.tolist() == [6, 1, 3, 8]
     assert "".join(ALPHABET[i] for i in targets[0, 0].tolist()) == "hello$$$"
     assert "".join(ALPHABET[i] for i in targets[0, 1].tolist()) == "olleh$$$"
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(10):
-        loss = model.training_loss(x, labels)
-        assert torch.isfinite(loss)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_losses(model, x, labels, steps=10, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     with pytest.raises(ValueError, match="labels"):
         model.training_loss(x, ["one"])
