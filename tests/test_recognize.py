@@ -45,3 +45,16 @@ def test_folder_without_gt_lists_images(tmp_path):
     from stisr.engine.recognize import list_images
 
     assert [p.name for p, label in list_images(tmp_path)] == ["a.png", "b.png"]
+
+
+def test_import_weights_makes_a_loadable_checkpoint(tmp_path):
+    from stisr.engine.checkpoint import load_model
+
+    root = tmp_path / "official"
+    (root / "weights").mkdir(parents=True)
+    state = build_model("crnn", {}).state_dict()
+    torch.save({f"module.{k}": v for k, v in state.items()}, root / "weights" / "crnn.pth")
+    out = tmp_path / "crnn.stisr.pt"
+    assert main(["import-weights", "crnn", "--root", str(root), "--out", str(out)]) == 0
+    model = load_model(out)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

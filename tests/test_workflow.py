@@ -54,6 +54,9 @@ def test_smoke_dag_fills_the_tsrn_slice(smoke_run):
     assert cells.loc[~computed, "reproduced"].isna().all()
     md = (smoke_run / "results/tsrn/table4.md").read_text()
     assert "embedded synthetic-data results" in md
+    zoo = pd.read_csv(smoke_run / "results/zoo/complexity.csv").set_index(["row", "column"])
+    assert zoo.loc[("crnn", "params"), "reproduced"] == pytest.approx(8.331301)  # millions
+    assert zoo.loc[("crnn", "flops"), "status"] == "reproduced"
     index = (smoke_run / "results/README.md").read_text()
     assert "Coverage" in index
     for paper in ("tsrn", "lemma", "image", "kdltr", "tcdm"):

@@ -171,3 +171,9 @@ class CRNN(nn.Module):
             zero_infinity=True,
         )
         return (per_sample / lengths.clamp(min=1).to(per_sample)).mean()
+
+
+def official_state_dict(raw: dict) -> dict:
+    """crnn.pytorch's `crnn.pth` (a plain state dict) -> our keys: strip DataParallel `module.`."""
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else raw
+    return {k.removeprefix("module."): v for k, v in state.items()}
