@@ -137,7 +137,12 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
 
 def _train_config(params: dict[str, Any], run_id: str):
     from stisr.engine.train import TrainConfig
-    from stisr.papers.plan import resolve_recognizer, run_dir, train_set_dirs
+    from stisr.papers.plan import (
+        recognizer_checkpoint,
+        resolve_recognizer,
+        selection_settings,
+        train_set_dirs,
+    )
     from stisr.papers.spec import all_runs, load_specs
 
     runs = all_runs(load_specs())
@@ -151,9 +156,8 @@ def _train_config(params: dict[str, Any], run_id: str):
 
     cuda = torch.cuda.is_available() and train["device"] != "cpu"
     init = None
-    if run.init:
-        rec = resolve_recognizer(params, run.init, runs)
-        init = str(run_dir(params, rec.run) / "model.pt") if rec.run else None
+    if run.init:  # a trained run on embedded data, the released weights on official data
+        init = str(recognizer_checkpoint(params, resolve_recognizer(params, run.init, runs)))
     return TrainConfig(
         run=run_id,
         task=run.task,
@@ -166,6 +170,8 @@ def _train_config(params: dict[str, Any], run_id: str):
         batch_size=task["batch_size"],
         lr=float(opt.get("lr", task["lr"])) if params["scale"] == "paper" else task["lr"],
         betas=tuple(opt.get("betas", (0.9, 0.999))),
+        lr_schedule=task.get("lr_schedule", "constant"),
+        warmup_steps=task.get("warmup_steps", 0),
         checkpoint_every=task["checkpoint_every"],
         log_every=task["log_every"],
         seed=params["seed"],
@@ -176,6 +182,7 @@ def _train_config(params: dict[str, Any], run_id: str):
         amp=cuda if train["amp"] == "auto" else bool(train["amp"]),
         num_workers=(8 if cuda else 0) if train["num_workers"] == "auto" else train["num_workers"],
         torch_threads=train["torch_threads"],
+        **selection_settings(params, run, runs),
     )
 
 
@@ -189,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _recognizer_paths(params, ref: str):
-    from stisr.papers.plan import resolve_recognizer, run_dir
+    from stisr.papers.plan import recognizer_checkpoint, resolve_recognizer
     from stisr.papers.spec import all_runs, load_specs
 
     if ref == "none":
@@ -197,9 +204,7 @@ def _recognizer_paths(params, ref: str):
     rec = resolve_recognizer(params, ref, all_runs(load_specs()))
     if rec.external:
         return rec.external, None
-    if rec.run:
-        return "model", run_dir(params, rec.run) / "model.pt"
-    return "model", Path("data/official/weights") / f"{rec.weights}.stisr.pt"
+    return "model", recognizer_checkpoint(params, rec)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

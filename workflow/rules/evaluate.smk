@@ -8,12 +8,8 @@ def checkpoint_of(ref):
 def recognizer_inputs(ref):
     if ref == "none":
         return []
-    rec = plan.resolve_recognizer(config, ref, RUNS)
-    if rec.external:
-        return []
-    if rec.run:
-        return [str(plan.run_dir(config, rec.run) / "model.pt")]
-    return [f"data/official/weights/{rec.weights}.stisr.pt"]
+    weights = plan.recognizer_checkpoint(config, plan.resolve_recognizer(config, ref, RUNS))
+    return [] if weights is None else [str(weights)]
 
 
 def evaluate_inputs(wildcards):

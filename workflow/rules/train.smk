@@ -5,13 +5,12 @@ def train_inputs(wildcards):
     run = RUNS[plan.unslug(wildcards.run)]
     inputs = data_inputs(plan.train_set_dirs(config, run.train_set))
     if run.init:
-        rec = plan.resolve_recognizer(config, run.init, RUNS)
-        inputs.append(
-            str(plan.run_dir(config, rec.run) / "model.pt")
-            if rec.run
-            else f"data/official/weights/{rec.weights}.stisr.pt"
-        )
-    return inputs
+        inputs += recognizer_inputs(run.init)
+    selection = plan.selection_settings(config, run, RUNS)
+    if selection.get("select_recognizer"):  # params.yaml train.selection
+        inputs.append(selection["select_recognizer"])
+        inputs += data_inputs([d for dirs in selection.get("select_sets", {}).values() for d in dirs])
+    return list(dict.fromkeys(inputs))
 
 
 rule train:

@@ -94,7 +94,9 @@ def _log_training(run_dir: Path) -> None:
             step = int(entry.pop("step"))
             mlflow.log_metrics({k: float(v) for k, v in entry.items()}, step=step)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    mlflow.log_metrics({f"final.{k}": float(v) for k, v in metrics.items()})
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    mlflow.log_metrics({f"final.{k}": float(v) for k, v in numbers.items()})
+    mlflow.set_tags({f"final.{k}": str(v) for k, v in metrics.items() if k not in numbers})
     samples = run_dir / "samples.png"
     if samples.exists():
         mlflow.log_artifact(str(samples))

@@ -35,6 +35,7 @@ from stisr.engine.checkpoint import (
 )
 from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
+from stisr.engine.selection import SELECTIONS, Selector, better, split_holdout
 from stisr.losses import build_loss
 from stisr.models.registry import build_model
 
@@ -63,11 +64,55 @@ class TrainConfig:
     seed: int = 0
     grad_clip: float | None = None
     loss_scale: float = 1.0
+    # Attention decoders barely start learning at a short, constant LR: `cosine` decays the LR
+    # to 0 over the run after a linear warm-up of `warmup_steps` (which also applies to constant).
+    lr_schedule: str = "constant"  # constant | cosine
+    warmup_steps: int = 0
     init: str | None = None  # model.pt to start from (fine-tuning)
+    # Which weights become model.pt (engine/selection.py); SR runs only.
+    selection: str = "last"  # last | validation | test
+    select_sets: dict[str, list[str]] = field(default_factory=dict)  # 'test': subset -> dirs
+    select_recognizer: str | None = None  # model.pt of the recognizer that scores
+    holdout: float = 0.05  # 'validation': fraction of the training images held out to score on
     device: str = "cpu"
     amp: bool = False
     num_workers: int = 0
     torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if self.warmup_steps < 0:
+            raise ValueError(f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"TrainConfig.selection must be one of {SELECTIONS}, got {self.selection!r}"
+            )
+        if self.selection != "last" and self.task != "sr":
+            raise ValueError(f"{self.run}: checkpoint selection applies to SR runs only")
+        if self.selection != "last" and not self.select_recognizer:
+            raise ValueError(f"{self.run}: selection {self.selection!r} needs select_recognizer")
+        if self.selection == "test" and not self.select_sets:
+            raise ValueError(f"{self.run}: selection 'test' needs select_sets")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_at(cfg: TrainConfig, step: int, n_steps: int) -> float:
+    """LR of the update made at `step` (0-based) of `n_steps`.
+
+    A pure function of the step, so a resumed run follows the same curve with nothing extra in
+    the checkpoint.
+    """
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, n_steps - cfg.warmup_steps))
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -97,7 +142,28 @@ def _dataset(cfg: TrainConfig) -> Dataset:
     kw: dict[str, Any] = {"mask": True}
     if cfg.task == "rec":
         kw["lr_size"] = (128, 32)  # recognizers learn from HR-sized word images
-    sets = [open_dataset(Path(d), **kw) for d in cfg.train_dirs]
+    return _concat([open_dataset(Path(d), **kw) for d in cfg.train_dirs])
+
+
+def _selection(cfg: TrainConfig, data: Dataset, seed: int) -> tuple[Dataset, Selector | None]:
+    """The training data left after any hold-out, and the scorer of `cfg.selection`."""
+    if cfg.selection == "last":
+        return data, None
+    from stisr.engine.evaluate import recognizer_reader
+
+    with torch.random.fork_rng(devices=[]):  # building the scorer must not move the run's RNG
+        reader = recognizer_reader("model", Path(cfg.select_recognizer), cfg.device)
+    if cfg.selection == "validation":
+        data, held = split_holdout(data, cfg.holdout, seed)
+        return data, Selector({"validation": held}, reader)
+    sets = {
+        name: _concat([open_dataset(Path(d), mask=True) for d in dirs])
+        for name, dirs in cfg.select_sets.items()
+    }
+    return data, Selector(sets, reader)
+
+
+def _concat(sets: list[Dataset]) -> Dataset:
     return sets[0] if len(sets) == 1 else ConcatDataset(sets)
 
 
@@ -156,7 +222,9 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
     )
     step_fn = SRStep(model, cfg.losses) if cfg.task == "sr" else RecStep(model)
-    data = _dataset(cfg)
+    data, selector = _selection(cfg, _dataset(cfg), seed)
+    best_path = out_dir / "checkpoints" / "best.pt"
+    best: dict[str, float] | None = None
     n_steps = total_steps(cfg, len(data))
 
     start, history = 0, []
@@ -166,6 +234,7 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         start = int(state["step"])
+        best = state.get("selection")
         history = [h for h in _read_history(out_dir) if h["step"] <= start]
         log.info("resuming %s from step %d (%s)", cfg.run, start, ckpt_path)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,10 +260,27 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
                 "optimizer": opt.state_dict(),
                 "rng": rng_state(),
                 "step": step,
+                "selection": best,
             },
             ckpt_path,
         )
         _write_history(out_dir, history)
+
+    def select(step: int) -> None:
+        """Score the current weights; keep them in best.pt when they beat the best so far."""
+        nonlocal best
+        scores = selector.score(model, cfg.device)
+        entry = {f"select/{k}": v for k, v in scores.items()}
+        if history and history[-1]["step"] == step:
+            history[-1].update(entry)
+        else:
+            history.append({"step": step, **entry})
+        if better(scores, best):
+            best = {**scores, "step": step}
+            atomic_save(
+                model_payload(model, cfg.model, cfg.model_config, run=cfg.run, task=cfg.task),
+                best_path,
+            )
 
     t0 = time.time()
     step = start
@@ -207,6 +293,9 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{cfg.run}: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
+            lr = lr_at(cfg, step, n_steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
             scaler.scale(loss * cfg.loss_scale).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)
@@ -216,11 +305,13 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
             step += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == n_steps:
-                entry = {"step": step, "loss": float(loss.detach())}
+                entry = {"step": step, "loss": float(loss.detach()), "lr": lr}
                 entry.update({f"loss/{k}": float(v) for k, v in parts.items()})
                 history.append(entry)
                 bar.set_postfix(loss=f"{entry['loss']:.4f}")
             if step % cfg.checkpoint_every == 0 and step < n_steps:
+                if selector is not None:
+                    select(step)
                 save(step)
             if stop["signal"] is not None:
                 save(step)
@@ -239,7 +330,12 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         for s, h in old.items():
             signal.signal(s, h)
 
+    if selector is not None:
+        select(step)
     save(step)
+    if best is not None and best["step"] != step:
+        model.load_state_dict(load_model(best_path).state_dict())
+        log.info("%s: keeping the step-%d weights (%s)", cfg.run, best["step"], cfg.selection)
     model.eval()
     atomic_save(
         model_payload(model, cfg.model, cfg.model_config, run=cfg.run, task=cfg.task),
@@ -251,7 +347,10 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         "train_images": len(data),
         "parameters": sum(p.numel() for p in model.parameters()),
         "wall_s_last_segment": round(time.time() - t0, 2),
+        "selection": cfg.selection,
     }
+    if best is not None:
+        metrics.update(selected_step=int(best["step"]), selection_score=best["score"])
     _write_samples(model, cfg, data, out_dir / "samples.png")
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
     log.info("%s: trained %d steps; weights and metrics in %s", cfg.run, step, out_dir)

@@ -93,6 +93,38 @@ def resolve_recognizer(params: Mapping[str, Any], ref: str, runs: Mapping[str, R
     return Recognizer(ref, runs[ref].model, run=ref)
 
 
+def recognizer_checkpoint(params: Mapping[str, Any], rec: Recognizer) -> Path | None:
+    """The weights file a recognizer is read from (None for external ones, which ship their own)."""
+    if rec.external:
+        return None
+    if rec.run:
+        return run_dir(params, rec.run) / "model.pt"
+    return Path("data/official/weights") / f"{rec.weights}.stisr.pt"
+
+
+def selection_settings(params, run: RunSpec, runs: Mapping[str, RunSpec]) -> dict[str, Any]:
+    """TrainConfig fields for params.yaml `train.selection` (engine/selection.py); SR runs only."""
+    train = params["train"]
+    if train["selection"] == "last" or run.task != "sr":
+        return {"selection": "last"}
+    rec = resolve_recognizer(params, train["selection_recognizer"], runs)
+    weights = recognizer_checkpoint(params, rec)
+    if weights is None:
+        raise ValueError(
+            f"params.yaml train.selection_recognizer: {rec.ref!r} is external; "
+            "selection needs a stisr recognizer (e.g. crnn, the official code's choice)"
+        )
+    settings: dict[str, Any] = {
+        "selection": train["selection"],
+        "select_recognizer": str(weights),
+        "holdout": train["holdout"],
+    }
+    if train["selection"] == "test":
+        dirs = testset_dirs(params, "textzoom_test")
+        settings["select_sets"] = {k: [str(d) for d in v] for k, v in dirs.items()}
+    return settings
+
+
 def recognizer_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
     """Why a recognizer cannot be used here (None when it can)."""
     rec = resolve_recognizer(params, ref, runs)
@@ -118,6 +150,10 @@ def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
     """A run can be trained when its model (and what it starts from) is implemented."""
     run = runs[run_id]
     if not is_implemented(run.model) or set(run.losses) & set(UNAVAILABLE_LOSSES):
+        return False
+    train = params.get("train", {})
+    selecting = run.task == "sr" and train.get("selection", "last") != "last"
+    if selecting and not recognizer_available(params, train["selection_recognizer"], runs):
         return False
     return not (run.init and not recognizer_available(params, run.init, runs))
 
