@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -32,6 +33,22 @@ def test_shipped_params_are_valid(params):
         (("embedded", "sizes", "demo", "textzoom", "easy"), 0, "embedded.sizes.demo.textzoom.easy"),
         (("train", "selection"), "best", "train.selection"),
         (("papers",), ["tsrn", "nope"], "papers.1"),
+        # wrong types
+        (("seed",), 1.5, "seed"),
+        (("seed",), True, "seed"),  # a YAML boolean is not an integer
+        (("source",), 3, "source"),
+        (("train", "amp"), "maybe", "train.amp"),
+        (("train", "num_workers"), "four", "train.num_workers"),
+        (("scales", "demo", "eval", "max_images"), "all", "scales.demo.eval.max_images"),
+        (("scales", "demo", "models"), [], "scales.demo.models"),
+        (("scales", "demo", "recognizers"), ["crnn", "nope"], "scales.demo.recognizers.1"),
+        # out of range
+        (("train", "num_workers"), -2, "train.num_workers"),
+        (("train", "grad_clip"), 0, "train.grad_clip"),
+        (("train", "holdout"), 1.5, "train.holdout"),
+        (("scales", "demo", "sr", "lr"), -1.0, "scales.demo.sr.lr"),
+        (("embedded", "sizes", "smoke", "str", "ic13"), 0, "embedded.sizes.smoke.str.ic13"),
+        (("papers",), [], "papers"),
     ],
 )
 def test_invalid_value_names_its_key(params, path, value, key):
@@ -40,7 +57,23 @@ def test_invalid_value_names_its_key(params, path, value, key):
     for p in path[:-1]:
         node = node[p]
     node[path[-1]] = value
-    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=rf"invalid value at '{re.escape(key)}': "):
+        validate_params(bad)
+
+
+def test_number_written_as_yaml_text_gets_a_hint(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    bad = text.replace("lr: 1.0e-3, checkpoint_every: 250", "lr: 1e-3, checkpoint_every: 250")
+    assert bad != text
+    (tmp_path / "params.yaml").write_text(bad)
+    with pytest.raises(ParamsError, match=r"'scales\.demo\.sr\.lr'.*exponents need a dot"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_missing_required_key_names_its_parent(params):
+    bad = copy.deepcopy(params)
+    del bad["scales"]["demo"]["sr"]["batch_size"]
+    with pytest.raises(ParamsError, match=r"'scales\.demo\.sr': 'batch_size' is a required"):
         validate_params(bad)
 
 

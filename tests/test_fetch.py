@@ -197,6 +197,8 @@ def test_wrong_checksum_leaves_nothing(server, tmp_path):
     assert not (tmp_path / "weights" / "w.bin").exists()
     assert list((tmp_path / ".partial").iterdir()) == []  # mismatching bytes are deleted
     assert not (tmp_path / "checksums.json").exists()  # nothing pinned from a failure
+    server.behaviour["/w.bin"] = "ok"  # the corruption was in transit: a rerun completes
+    assert fetch("w", tmp_path, sources={"w": src}, progress=False).read_bytes() == PAYLOAD
 
 
 def test_registry_md5_is_checked(server, tmp_path):
@@ -296,6 +298,32 @@ def test_write_error_leaves_nothing_at_dest_and_rerun_completes(server, tmp_path
     assert err.value.url == server.url("/w.bin")
     assert not (tmp_path / "weights").exists()
     assert fetch("w", tmp_path, sources={"w": src}, progress=False).read_bytes() == PAYLOAD
+
+
+def test_disk_full_mid_transfer_keeps_a_resumable_prefix_only(server, tmp_path, monkeypatch):
+    """ENOSPC after some chunks: dest untouched, the staged prefix resumes once space is free."""
+    server.files["/w.bin"] = PAYLOAD
+    src = _source("w", [server.url("/w.bin")], sha256=SHA)
+    monkeypatch.setattr(fetch_mod, "CHUNK_BYTES", 64 << 10)
+    real_write, calls = fetch_mod._write_chunk, {"n": 0}
+
+    def fills_up(fh, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(fh, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(fetch_mod, "_write_chunk", fills_up)
+        with pytest.raises(FetchError, match=r"cannot write .*w\.part: No space left"):
+            fetch("w", tmp_path, sources={"w": src}, progress=False)
+    assert not (tmp_path / "weights").exists() and _leftovers(tmp_path) == []
+    staged = (tmp_path / ".partial" / "w.part").read_bytes()
+    assert len(staged) == 2 * (64 << 10) and PAYLOAD.startswith(staged)
+
+    assert fetch("w", tmp_path, sources={"w": src}, progress=False).read_bytes() == PAYLOAD
+    assert server.requests[-1]["headers"].get("Range") == f"bytes={len(staged)}-"
+    assert list((tmp_path / ".partial").iterdir()) == []
 
 
 # ------------------------------------------------------------------------------- archives

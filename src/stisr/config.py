@@ -34,7 +34,20 @@ def validate_params(params: Mapping[str, Any], where: str = "params.yaml") -> No
     if errors:
         err = errors[0]
         best = jsonschema.exceptions.best_match([err]) or err
-        raise ParamsError(f"{where}: invalid value at '{_key_path(err)}': {best.message}")
+        raise ParamsError(
+            f"{where}: invalid value at '{_key_path(best)}': {best.message}{_hint(best)}"
+        )
+
+
+def _hint(err: jsonschema.ValidationError) -> str:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: say so instead of a bare type error."""
+    if err.validator != "type" or not isinstance(err.instance, str):
+        return ""
+    try:
+        float(err.instance)
+    except ValueError:
+        return ""
+    return f" (YAML reads {err.instance!r} as text: unquote it; exponents need a dot, 1.0e-3)"
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None):
@@ -60,6 +73,42 @@ def work_name(params: Mapping[str, Any]) -> str:
 
 def scale_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     return params["scales"][params["scale"]]
+
+
+def check_task_overrides(overrides: Any, where: str) -> dict[str, dict[str, Any]]:
+    """Validate a run's `{scale: {steps: .., lr: ..}}` against the schema of `scales.<s>.<task>`.
+
+    Same keys and value ranges as params.yaml, all optional; ParamsError names the key.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    task = schema["$defs"]["task"]
+    partial = {
+        "type": "object",
+        "propertyNames": schema["properties"]["scale"],
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": task["properties"],
+            "not": {"required": ["steps", "epochs"]},
+        },
+    }
+    errors = list(jsonschema.Draft202012Validator(partial).iter_errors(overrides))
+    if errors:
+        err = min(errors, key=lambda e: -len(e.absolute_path))
+        path = ".".join([where, *map(str, err.absolute_path)])
+        raise ParamsError(f"invalid value at '{path}': {err.message}")
+    return {scale: dict(v) for scale, v in overrides.items()}
+
+
+def task_settings(params: Mapping[str, Any], task: str, schedule: Mapping[str, Any]):
+    """A run's training settings at this scale: `scales.<scale>.<task>`, then the run's own
+    `schedule` for this scale (its `steps` replace the scale's `epochs` and vice versa)."""
+    own = dict(schedule.get(params["scale"], {}))
+    base = dict(scale_settings(params)[task])
+    if {"steps", "epochs"} & own.keys():
+        base.pop("steps", None)
+        base.pop("epochs", None)
+    return {**base, **own}
 
 
 def model_config(params: Mapping[str, Any], model: str, spec_config: Mapping[str, Any]):

@@ -7,11 +7,23 @@ Sample: ``{"lr": Tensor(C, 16, 64), "hr": Tensor(C, 32, 128) (TextZoom only), "l
 
 Bad records (undecodable image, missing record, non-utf-8 label, unreadable file):
 * ``on_error="raise"`` (default): the exception propagates, naming the LMDB path and key.
-* ``on_error="skip"``: the sample at the next index (wrapping around) that loads is returned
-  instead, like the TextZoom loader's ``self[index + 1]``, so a given index always maps to the
-  same sample. Distinct bad indices are counted in ``.skipped`` (and listed in ``.bad_keys``);
-  with DataLoader workers each worker keeps its own count. If no record loads, the last
-  error is raised.
+* ``on_error="skip"`` (training): the sample at the next index (wrapping around) that loads is
+  returned instead, like the TextZoom loader's ``self[index + 1]``, so a given index always maps
+  to the same sample and batches keep their size. If no record loads, the last error is raised.
+* ``on_error="drop"`` (evaluation): ``None`` is returned and ``collate_kept`` leaves it out, so a
+  bad record is never replaced by (and counted as) another one.
+Distinct bad indices are counted in ``.skipped`` (and listed in ``.bad_keys``); with DataLoader
+workers each worker keeps its own count.
+
+Labels outside a recognizer's alphabet (``label_charset``): characters outside it are removed by
+the recognizer's own loss (lower-casing first for a lower-case alphabet, the papers' ``str_filt``);
+a sample left with no character at all would train towards an empty word, so it is dropped when
+the dataset is opened, counted in ``.dropped_labels`` (its keys) and logged, as PARSeq's loader
+does. ``.filtered_labels`` counts the kept labels that lose characters.
+
+Empty sets: ``open_dataset`` raises :class:`EmptyDatasetError` naming the folder, unless
+``allow_empty=True`` (evaluation, where e.g. no benchmark image is small enough at a scale).
+A missing folder raises :class:`DatasetNotFoundError` saying which command produces it.
 """
 
 from __future__ import annotations
@@ -25,26 +37,39 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from stisr.charset import Charset
 from stisr.data.folder_io import GT_FILE, read_gt_folder
 from stisr.data.images import ImageDecodeError, decode_image
 from stisr.data.lmdb_io import LmdbFormatError, LmdbReader, is_lmdb_dir
+from stisr.data.missing import how_to_make
 from stisr.data.transforms import to_tensor
 
 __all__ = [
+    "DatasetNotFoundError",
+    "EmptyDatasetError",
     "FolderDataset",
     "SampleDataset",
     "StrLmdbDataset",
     "TextZoomDataset",
     "collate",
+    "collate_kept",
     "open_dataset",
 ]
 
 log = logging.getLogger(__name__)
 
-OnError = Literal["raise", "skip"]
+OnError = Literal["raise", "skip", "drop"]
 Sample = dict[str, Any]
 # What counts as a bad record; anything else (a bug, KeyboardInterrupt) always propagates.
 BAD_RECORD_ERRORS: tuple[type[BaseException], ...] = (ImageDecodeError, LmdbFormatError, OSError)
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A train or test folder is missing; the message names it and the command that makes it."""
+
+
+class EmptyDatasetError(ValueError):
+    """A dataset folder holds no usable sample; the message names the folder."""
 
 
 class SampleDataset(Dataset):
@@ -57,10 +82,11 @@ class SampleDataset(Dataset):
         lr_size: tuple[int, int] = (64, 16),
         hr_size: tuple[int, int] = (128, 32),
         max_label_len: int | None = None,
+        label_charset: str | None = None,
         on_error: OnError = "raise",
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if on_error not in ("raise", "skip", "drop"):
+            raise ValueError(f"on_error must be 'raise', 'skip' or 'drop', got {on_error!r}")
         for name, size in (("lr_size", lr_size), ("hr_size", hr_size)):
             if len(size) != 2 or min(size) <= 0:
                 raise ValueError(f"{name} must be a positive (width, height), got {size!r}")
@@ -70,10 +96,13 @@ class SampleDataset(Dataset):
         self.lr_size = (int(lr_size[0]), int(lr_size[1]))
         self.hr_size = (int(hr_size[0]), int(hr_size[1]))
         self.max_label_len = max_label_len
+        self.charset = Charset(label_charset) if label_charset is not None else None
         self.on_error = on_error
         self.bad_keys: set[str] = set()
+        self.dropped_labels: list[str] = []  # keys of samples with no character of the charset
+        self.filtered_labels = 0  # kept labels that lose characters outside the charset
         self._bad_index: set[int] = set()
-        self._indices: list[int] | None = None  # raw indices kept by the label-length filter
+        self._indices: list[int] | None = None  # raw indices kept by the label filters
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _raw_len(self) -> int:
@@ -90,8 +119,9 @@ class SampleDataset(Dataset):
 
     # -- shared logic -------------------------------------------------------------------------
     def _apply_label_filter(self) -> None:
-        """Drop records whose raw label is longer than ``max_label_len`` (labels read once)."""
-        if self.max_label_len is None:
+        """Drop records whose raw label is longer than ``max_label_len`` or keeps no character
+        of ``label_charset`` (labels are read once, at open)."""
+        if self.max_label_len is None and self.charset is None:
             return
         kept: list[int] = []
         for raw in range(self._raw_len()):
@@ -102,9 +132,22 @@ class SampleDataset(Dataset):
                     raise
                 kept.append(raw)  # reported (and skipped) when loaded
                 continue
-            if len(label) <= self.max_label_len:
-                kept.append(raw)
+            if self.max_label_len is not None and len(label) > self.max_label_len:
+                continue
+            if self.charset is not None:
+                usable = self.charset.filter(label)
+                if not usable:
+                    self.dropped_labels.append(self._raw_key(raw))
+                    continue
+                self.filtered_labels += len(usable) < len(label)
+            kept.append(raw)
         self._indices = kept
+        if self.dropped_labels:
+            log.warning(
+                "%r: dropped %d of %d samples whose label has no character of %r (first: %s)",
+                self, len(self.dropped_labels), self._raw_len(), self.charset.chars,
+                self.dropped_labels[0],
+            )  # fmt: skip
 
     @property
     def skipped(self) -> int:
@@ -117,7 +160,7 @@ class SampleDataset(Dataset):
     def _raw(self, index: int) -> int:
         return index if self._indices is None else self._indices[index]
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int) -> Sample | None:
         n = len(self)
         if index < 0:
             index += n
@@ -125,6 +168,15 @@ class SampleDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self!r} ({n} samples)")
         if self.on_error == "raise":
             return self._load(self._raw(index))
+        if self.on_error == "drop":
+            raw = self._raw(index)
+            try:
+                return self._load(raw)
+            except BAD_RECORD_ERRORS as exc:
+                self._bad_index.add(index)
+                self.bad_keys.add(self._raw_key(raw))
+                log.warning("dropping bad record: %s", exc)
+                return None
         last: BaseException | None = None
         for step in range(n):
             pos = (index + step) % n
@@ -230,6 +282,12 @@ class FolderDataset(SampleDataset):
         return f"FolderDataset({str(self.root)!r})"
 
 
+def collate_kept(samples: Sequence[Sample | None]) -> dict[str, Any] | None:
+    """``collate`` the samples that loaded (``on_error="drop"``); None when none did."""
+    kept = [s for s in samples if s is not None]
+    return collate(kept) if kept else None
+
+
 def collate(samples: Sequence[Sample]) -> dict[str, Any]:
     """Stack ``lr``/``hr`` into batches, keep ``label``/``key`` as lists.
 
@@ -255,17 +313,41 @@ _BY_FORMAT: dict[str, Callable[..., SampleDataset]] = {
 }
 
 
-def open_dataset(root: Path | str, **kw: Any) -> SampleDataset:
-    """Pick the dataset class from what is on disk: an LMDB's keys, or a folder's gt.txt."""
+class _EmptyLmdbDataset(_LmdbDataset):
+    """An LMDB written with no sample (``num-samples`` 0): a valid set of size 0."""
+
+    def _load(self, raw: int) -> Sample:
+        raise IndexError(f"{self.root} has no samples")
+
+
+def open_dataset(root: Path | str, *, allow_empty: bool = False, **kw: Any) -> SampleDataset:
+    """Pick the dataset class from what is on disk: an LMDB's keys, or a folder's gt.txt.
+
+    A set with no sample left (none written, or all removed by the label filters) raises
+    EmptyDatasetError unless ``allow_empty``; ``kw`` go to the dataset class.
+    """
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"dataset not found: {root}")
+        raise DatasetNotFoundError(f"dataset not found: {root}; {how_to_make(root)}")
     if is_lmdb_dir(root):
         with LmdbReader(root) as reader:
             fmt = reader.format
-        if fmt is None:
-            raise LmdbFormatError(root, None, "no image_hr-/image_lr-/image- records to detect")
-        return _BY_FORMAT[fmt](root, **kw)
-    if (root / GT_FILE).is_file():
-        return FolderDataset(root, **kw)
-    raise ValueError(f"{root}: neither an LMDB directory (data.mdb) nor a folder with {GT_FILE}")
+            if fmt is None and len(reader) > 0:
+                raise LmdbFormatError(root, None, "no image_hr-/image_lr-/image- records")
+        ds = _BY_FORMAT[fmt](root, **kw) if fmt is not None else _EmptyLmdbDataset(root, **kw)
+    elif (root / GT_FILE).is_file():
+        ds = FolderDataset(root, **kw)
+    else:
+        raise ValueError(
+            f"{root}: neither an LMDB directory (data.mdb) nor a folder with {GT_FILE}; "
+            f"{how_to_make(root)}"
+        )
+    if len(ds) == 0 and not allow_empty:
+        raise EmptyDatasetError(f"dataset {root} has no samples{_why_empty(ds)}")
+    return ds
+
+
+def _why_empty(ds: SampleDataset) -> str:
+    if ds._raw_len() == 0:
+        return ""
+    return f" left after the label filters (of {ds._raw_len()}; see max_label_len, label_charset)"

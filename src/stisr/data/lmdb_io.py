@@ -7,6 +7,11 @@ Layouts (keys 1-based, values bytes):
 Readers never write: they open with ``readonly=True, lock=False`` so a DVC-tracked folder stays
 byte-identical (no ``lock.mdb``). Writers are atomic (temp sibling directory, then rename) and
 leave only ``data.mdb`` behind, whose content depends on the samples alone.
+
+Every read failure is an :class:`LmdbFormatError` naming the folder and key, including a file
+that is not an LMDB and a truncated ``data.mdb`` (refused at open: LMDB would SIGBUS on it).
+LMDB keeps no page checksums, so bytes flipped inside a structurally valid file can still crash
+the reader; the sha256 pins of ``fetch`` and DVC's hashes are the check for that.
 """
 
 from __future__ import annotations
@@ -191,9 +196,30 @@ def _acquire_env(path: Path) -> Any:
             )
         except lmdb.Error as exc:
             raise LmdbFormatError(path, None, f"cannot open as LMDB: {exc}") from exc
+        try:
+            _check_not_truncated(env, path, st.st_size)
+        except BaseException:
+            env.close()
+            raise
         entry = _ENVS[key] = [env, 0, os.getpid()]
     entry[1] += 1
     return entry[0]
+
+
+def _check_not_truncated(env: Any, path: Path, file_size: int) -> None:
+    """Refuse a data.mdb shorter than its header says (an interrupted copy or checkout).
+
+    LMDB maps the file and trusts its header: reading a page past the end of a truncated file
+    kills the process with SIGBUS instead of raising, so the size is checked once, here.
+    """
+    try:
+        need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    except lmdb.Error as exc:
+        raise LmdbFormatError(path, None, f"cannot read the LMDB header: {exc}") from exc
+    if file_size < need:
+        raise LmdbFormatError(
+            path, None, f"data.mdb is truncated: {file_size} bytes, its header needs {need}"
+        )
 
 
 def _release_env(env: Any) -> None:

@@ -20,8 +20,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
-from stisr.data.datasets import collate, open_dataset
-from stisr.data.lmdb_io import LmdbReader, is_lmdb_dir
+from stisr.data.datasets import collate_kept, open_dataset
 from stisr.engine.checkpoint import atomic_write_text, load_model
 from stisr.engine.provenance import provenance
 from stisr.metrics.accuracy import correct_mask, weighted_average
@@ -82,14 +81,6 @@ def recognizer_reader(kind: str, checkpoint: Path | None, device: str = "cpu") -
     return read
 
 
-def _is_empty_lmdb(path: Path) -> bool:
-    """An LMDB written with no sample (e.g. no image small enough) is a valid, empty set."""
-    if not is_lmdb_dir(Path(path)):
-        return False
-    with LmdbReader(Path(path)) as reader:
-        return len(reader) == 0
-
-
 def _to_uint8(t: torch.Tensor) -> np.ndarray:
     return (t.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
@@ -105,20 +96,28 @@ def evaluate_subset(
     progress: bool = True,
     desc: str = "",
     quality: bool = True,
+    on_error: str = "raise",
+    dropped_keys: list[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    sets = [open_dataset(d, mask=True) for d in dirs if not _is_empty_lmdb(d)]
+    """Metrics of one subset. ``on_error="drop"`` leaves bad records out: the result's
+    ``dropped`` counts them and their ``<folder>:<record>`` keys are appended to ``dropped_keys``.
+    """
+    opened = [open_dataset(d, mask=True, allow_empty=True, on_error=on_error) for d in dirs]
+    sets = [ds for ds in opened if len(ds) > 0]
     if not sets:  # e.g. no benchmark image is small enough at this scale: say so
         log.warning("empty test set: %s", ", ".join(map(str, dirs)))
-        return {"size": 0}, {}
+        return ({"size": 0, "dropped": 0} if on_error == "drop" else {"size": 0}), {}
     data = ConcatDataset(sets)
     if max_images is not None and len(data) > max_images:
         data = Subset(data, range(max_images))
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_kept)
     correct: list[bool] = []
     psnrs: list[torch.Tensor] = []
     ssims: list[torch.Tensor] = []
     keep: dict[str, list] = {"images": [], "preds": [], "labels": [], "lr": [], "hr": []}
     for batch in tqdm(loader, desc=desc, disable=not progress, mininterval=5):
+        if batch is None:  # every record of this batch was dropped
+            continue
         images = source(batch)
         preds = reader(images) if reader is not None else [""] * len(images)
         correct += correct_mask(preds, batch["label"])
@@ -134,6 +133,13 @@ def evaluate_subset(
             keep["preds"] += preds[:n]
             keep["labels"] += batch["label"][:n]
     result: dict[str, float] = {"size": len(correct)}
+    if on_error == "drop":
+        bad = [f"{ds.root}:{key}" for ds in sets for key in sorted(ds.bad_keys)]
+        result["dropped"] = len(bad)
+        if dropped_keys is not None:
+            dropped_keys += bad
+        if bad:
+            log.warning("%s: %d bad records left out (first: %s)", desc, len(bad), bad[0])
     if reader is not None:
         result["accuracy"] = float(np.mean(correct))
     if psnrs:
@@ -166,8 +172,17 @@ def evaluate(
     max_images: int | None = None,
     samples: int = 0,
     device: str = "cpu",
+    on_error: str = "raise",
 ) -> dict[str, Any]:
-    """Evaluate and write the metrics JSON (+ an .npz of sample images for the figures)."""
+    """Evaluate and write the metrics JSON (+ an .npz of sample images for the figures).
+
+    A bad record stops the evaluation naming its LMDB path and key (``on_error="raise"``, the
+    papers' protocol counts every test image), or is left out and counted (``"drop"``: each
+    subset's ``dropped``, the keys in ``dropped_records``). Outputs are written only at the end,
+    atomically, so a failed evaluation leaves an earlier result as it was.
+    """
+    if on_error not in ("raise", "drop"):
+        raise ValueError(f"on_error must be 'raise' or 'drop', got {on_error!r}")
     source = image_source(sr, sr_checkpoint, device)
     reader = (
         recognizer_reader(rec_kind if rec_kind != "model" else recognizer, rec_checkpoint, device)
@@ -176,6 +191,7 @@ def evaluate(
     )
     per_subset: dict[str, dict[str, float]] = {}
     arrays: dict[str, np.ndarray] = {}
+    dropped: dict[str, list[str]] = {}
     for name, dirs in subsets.items():
         per_subset[name], arr = evaluate_subset(
             dirs,
@@ -186,6 +202,8 @@ def evaluate(
             samples=samples,
             desc=f"{sr}|{recognizer}|{testset}/{name}",
             quality=sr != "hr",  # HR against itself is not a measurement
+            on_error=on_error,
+            dropped_keys=dropped.setdefault(name, []),
         )
         arrays.update({f"{name}/{k}": v for k, v in arr.items()})
     if weighted:
@@ -195,6 +213,8 @@ def evaluate(
             vals = {k: v[metric] for k, v in per_subset.items() if metric in v}
             if vals and len(vals) == len(sizes):
                 avg[metric] = weighted_average(vals, sizes)
+        if on_error == "drop":
+            avg["dropped"] = sum(len(keys) for keys in dropped.values())
         per_subset["average"] = avg
     out_path = Path(out_path)
     samples_path = out_path.with_suffix(".samples.npz")
@@ -209,6 +229,7 @@ def evaluate(
         **dict(meta or {}),
         "subsets": per_subset,
         "samples": samples_path.name,
+        **({"dropped_records": dropped} if on_error == "drop" else {}),
         "provenance": provenance([d for dirs in subsets.values() for d in dirs]),
     }
     atomic_write_text(out_path, json.dumps(result, indent=2))

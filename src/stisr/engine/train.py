@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from stisr.charset import EVAL_CHARSET, Charset
 from stisr.data.datasets import collate, open_dataset
 from stisr.engine.checkpoint import (
     atomic_save,
@@ -36,7 +37,7 @@ from stisr.engine.checkpoint import (
 from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.engine.selection import SELECTIONS, Selector, better, split_holdout
-from stisr.losses import build_loss
+from stisr.losses import VGGFeaturesSpec, build_loss
 from stisr.models.registry import build_model
 
 log = logging.getLogger("stisr.engine.train")
@@ -69,6 +70,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine
     warmup_steps: int = 0
     init: str | None = None  # model.pt to start from (fine-tuning)
+    # VGGFeaturesSpec fields for a `perceptual` loss, resolved per data source (papers/plan.py)
+    perceptual_features: dict[str, Any] | None = None
     # Which weights become model.pt (engine/selection.py); SR runs only.
     selection: str = "last"  # last | validation | test
     select_sets: dict[str, list[str]] = field(default_factory=dict)  # 'test': subset -> dirs
@@ -138,11 +141,19 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.total_steps - self.start_step
 
 
-def _dataset(cfg: TrainConfig) -> Dataset:
+def _dataset(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, int]:
+    """The training set and how many samples it drops (labels with no character the
+    recognizer can emit; counted in metrics.json as `dropped_labels`)."""
     kw: dict[str, Any] = {"mask": True}
     if cfg.task == "rec":
         kw["lr_size"] = (128, 32)  # recognizers learn from HR-sized word images
-    return _concat([open_dataset(Path(d), **kw) for d in cfg.train_dirs])
+        charset = getattr(model, "charset", None)  # ABINet/MATRN: the same 36 characters
+        kw["label_charset"] = charset.chars if isinstance(charset, Charset) else EVAL_CHARSET
+    sets = [open_dataset(Path(d), **kw) for d in cfg.train_dirs]
+    dropped = sum(len(getattr(s, "dropped_labels", ())) for s in sets)
+    if dropped:
+        log.warning("%s: %d training labels have no usable character; dropped", cfg.run, dropped)
+    return _concat(sets), dropped
 
 
 def _selection(cfg: TrainConfig, data: Dataset, seed: int) -> tuple[Dataset, Selector | None]:
@@ -170,8 +181,9 @@ def _concat(sets: list[Dataset]) -> Dataset:
 class SRStep:
     """LR -> SR, losses against HR (all channels: TSRN supervises RGBM with L2)."""
 
-    def __init__(self, model: nn.Module, losses: Mapping[str, float]):
-        self.model, self.loss = model, build_loss(losses or {"mse": 1.0})
+    def __init__(self, model: nn.Module, cfg: TrainConfig):
+        self.model = model
+        self.loss = build_loss(cfg.losses or {"mse": 1.0}, _loss_options(cfg)).to(cfg.device)
         self.in_ch = getattr(model, "in_channels", 4)
 
     def __call__(self, batch: Mapping[str, Any], device: str):
@@ -180,6 +192,15 @@ class SRStep:
         sr = self.model(lr)
         hr = hr[:, : sr.shape[1]]
         return self.loss(sr, hr)
+
+
+def _loss_options(cfg: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The perceptual loss's frozen feature extractor, built from `cfg.perceptual_features`."""
+    if not cfg.losses.get("perceptual"):
+        return {}
+    if cfg.perceptual_features is None:
+        raise ValueError(f"{cfg.run}: the perceptual loss needs `perceptual_features`")
+    return {"perceptual": {"features": VGGFeaturesSpec(**cfg.perceptual_features).build()}}
 
 
 class RecStep:
@@ -221,8 +242,9 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
     opt = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
     )
-    step_fn = SRStep(model, cfg.losses) if cfg.task == "sr" else RecStep(model)
-    data, selector = _selection(cfg, _dataset(cfg), seed)
+    step_fn = SRStep(model, cfg) if cfg.task == "sr" else RecStep(model)
+    data, dropped_labels = _dataset(cfg, model)
+    data, selector = _selection(cfg, data, seed)
     best_path = out_dir / "checkpoints" / "best.pt"
     best: dict[str, float] | None = None
     n_steps = total_steps(cfg, len(data))
@@ -345,10 +367,13 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         "steps": step,
         "final_loss": history[-1]["loss"] if history else math.nan,
         "train_images": len(data),
+        "dropped_labels": dropped_labels,
         "parameters": sum(p.numel() for p in model.parameters()),
         "wall_s_last_segment": round(time.time() - t0, 2),
         "selection": cfg.selection,
     }
+    if cfg.perceptual_features is not None:
+        metrics["perceptual_features"] = VGGFeaturesSpec(**cfg.perceptual_features).note
     if best is not None:
         metrics.update(selected_step=int(best["step"]), selection_score=best["score"])
     _write_samples(model, cfg, data, out_dir / "samples.png")
