@@ -11,6 +11,8 @@ from torch import nn
 from stisr.losses import (
     LOSSES,
     PerceptualLoss,
+    VGGFeatures,
+    VGGFeaturesSpec,
     WeightedLoss,
     build_loss,
     charbonnier,
@@ -20,6 +22,7 @@ from stisr.losses import (
     mse,
     tv,
 )
+from stisr.losses.vgg import features_state_dict
 
 
 def _pair(seed: int = 0, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,3 +214,96 @@ def test_build_loss_with_options():
     assert total.item() == pytest.approx(0.5)
     # the extractor is a submodule, so .to(device) moves it with the loss
     assert any(m is features for m in crit.modules())
+
+
+# ---------------------------------------------------------------- VGG features
+
+# torchvision's `vgg19().features` by hand (configuration "E"): index -> (out, in) of each
+# conv3x3; ReLUs follow each conv, max-pools sit at 4, 9, 18, 27 and 36 (37 modules).
+VGG19_CONVS = {
+    0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128),
+    10: (256, 128), 12: (256, 256), 14: (256, 256), 16: (256, 256),
+    19: (512, 256), 21: (512, 512), 23: (512, 512), 25: (512, 512),
+    28: (512, 512), 30: (512, 512), 32: (512, 512), 34: (512, 512),
+}  # fmt: skip
+# `vgg16().features` ("D"): pools at 4, 9, 16, 23, 30 (31 modules; TextZoom uses all of them).
+VGG16_CONVS = {
+    0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128),
+    10: (256, 128), 12: (256, 256), 14: (256, 256),
+    17: (512, 256), 19: (512, 512), 21: (512, 512),
+    24: (512, 512), 26: (512, 512), 28: (512, 512),
+}  # fmt: skip
+
+
+def _torchvision_layout(convs: dict[int, tuple[int, int]]) -> dict[str, torch.Tensor]:
+    """A state dict keyed like torchvision's VGG file; conv i holds the value i everywhere."""
+    raw = {}
+    for i, (out, inp) in convs.items():
+        raw[f"features.{i}.weight"] = torch.full((out, inp, 3, 3), float(i))
+        raw[f"features.{i}.bias"] = torch.full((out,), float(i))
+    # the classifier (4096 x 25088 and more) is dropped by the loader: placeholders suffice
+    for key in ("0.weight", "0.bias", "3.weight", "3.bias", "6.weight", "6.bias"):
+        raw[f"classifier.{key}"] = torch.zeros(1)
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("network", "convs", "pools"),
+    [("vgg16", VGG16_CONVS, [4, 9, 16, 23, 30]), ("vgg19", VGG19_CONVS, [4, 9, 18, 27, 36])],
+)
+def test_vgg_features_match_torchvision_layout(network, convs, pools):
+    model = VGGFeatures(network)
+    assert len(model) == pools[-1] + 1
+    assert [i for i, m in enumerate(model) if isinstance(m, nn.MaxPool2d)] == pools
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == {
+        **{f"{i}.weight": (o, c, 3, 3) for i, (o, c) in convs.items()},
+        **{f"{i}.bias": (o,) for i, (o, _) in convs.items()},
+    }
+
+
+def test_vgg19_torchvision_state_dict_loads_strictly():
+    raw = _torchvision_layout(VGG19_CONVS)
+    model = VGGFeatures("vgg19")
+    model.load_state_dict(features_state_dict(raw, len(model)), strict=True)
+    assert all(model[i].weight.detach()[0, 0, 0, 0] == i for i in VGG19_CONVS)
+    srgan = VGGFeatures("vgg19", layers=36)  # SRGAN's VGG54: through conv5_4 + ReLU
+    srgan.load_state_dict(features_state_dict(raw, 36), strict=True)
+
+
+def test_vgg16_file_builds_the_textzoom_extractor_frozen(tmp_path):
+    path = tmp_path / "vgg16.pth"
+    torch.save(_torchvision_layout(VGG16_CONVS), path)
+    spec = VGGFeaturesSpec(weights=str(path))
+    model = spec.build()
+    assert (spec.network, spec.layers) == ("vgg16", 31) and len(model) == 31
+    assert float(model[28].bias[0]) == 28.0
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert spec.note == "ImageNet vgg16 features[:31] (vgg16.pth)"
+    with pytest.raises(ValueError, match="width_divisor"):
+        VGGFeaturesSpec(weights=str(path), width_divisor=2)
+
+
+def test_random_vgg_is_seeded_narrow_frozen_and_leaves_the_global_rng():
+    state = torch.random.get_rng_state()
+    a = VGGFeaturesSpec(width_divisor=16, seed=3)
+    m1, m2, m3 = a.build(), a.build(), VGGFeaturesSpec(width_divisor=16, seed=4).build()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(m1.state_dict()[k], v) for k, v in m2.state_dict().items())
+    assert not torch.equal(m1[0].weight, m3[0].weight)
+    assert m1[0].out_channels == 4 and m1[28].out_channels == 32  # 64 / 16, 512 / 16
+    assert not any(p.requires_grad for p in m1.parameters())
+    assert a.note.startswith("random VGG features (embedded)")
+    assert m1(torch.rand(2, 3, 32, 128)).shape == (2, 32, 1, 4)
+
+
+def test_perceptual_with_vgg_is_differentiable_in_sr_only():
+    features = VGGFeaturesSpec(width_divisor=32).build()
+    crit = build_loss({"mse": 1.0, "perceptual": 6e-3}, {"perceptual": {"features": features}})
+    sr = torch.rand(2, 4, 32, 128, requires_grad=True)
+    hr = torch.rand(2, 4, 32, 128)
+    total, parts = crit(sr, hr)
+    assert parts["perceptual"].item() > 0
+    total.backward()
+    assert torch.isfinite(sr.grad).all() and sr.grad[:, :3].abs().sum() > 0
+    assert all(p.grad is None for p in features.parameters())

@@ -6,6 +6,9 @@ def train_inputs(wildcards):
     inputs = data_inputs(plan.train_set_dirs(config, run.train_set))
     if run.init:
         inputs += recognizer_inputs(run.init)
+    features = plan.perceptual_features(config, run)
+    if features and features.get("weights"):  # ImageNet VGG for the perceptual loss
+        inputs.append(features["weights"])
     selection = plan.selection_settings(config, run, RUNS)
     if selection.get("select_recognizer"):  # params.yaml train.selection
         inputs.append(selection["select_recognizer"])

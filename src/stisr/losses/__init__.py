@@ -28,6 +28,7 @@ from stisr.losses.pixel import (
     mse,
     tv,
 )
+from stisr.losses.vgg import VGGFeatures, VGGFeaturesSpec
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": MSELoss,
@@ -46,6 +47,8 @@ __all__ = [
     "MSELoss",
     "PerceptualLoss",
     "TotalVariationLoss",
+    "VGGFeatures",
+    "VGGFeaturesSpec",
     "WeightedLoss",
     "build_loss",
     "charbonnier",

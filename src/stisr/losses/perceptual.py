@@ -1,9 +1,9 @@
 """Perceptual (feature) loss: MSE between features of SR and HR from a caller-given extractor.
 
-The papers use ImageNet-pretrained VGG features, whose weights cannot be fetched offline, so the
-extractor is an argument (e.g. a truncated torchvision VGG19 the caller has loaded, or any frozen
-network). The module holds it as a submodule so `.to(device)` moves it; freezing its parameters
-and its eval mode are the caller's job. HR features are computed without gradients.
+The extractor is an argument because where it comes from depends on the data source: ImageNet VGG
+weights on official data, seeded random ones without network (`stisr.losses.vgg.VGGFeaturesSpec`
+builds both, frozen). The module holds it as a submodule so `.to(device)` moves it; freezing its
+parameters and its eval mode are the builder's job. HR features are computed without gradients.
 """
 
 from __future__ import annotations

@@ -20,13 +20,25 @@ from stisr.models.rec.moran import MORAN, MORANConfig
 from stisr.models.rec.parseq import PARSeq, PARSeqConfig
 from stisr.models.rec.svtr import SVTR, SVTRConfig
 from stisr.models.sr.bicubic import Bicubic, BicubicConfig
+from stisr.models.sr.edsr import EDSR, EDSRConfig
+from stisr.models.sr.lapsrn import LapSRN, LapSRNConfig
+from stisr.models.sr.rdn import RDN, RDNConfig
+from stisr.models.sr.rrdb import RRDBConfig, RRDBNet
+from stisr.models.sr.srcnn import SRCNN, SRCNNConfig
 from stisr.models.sr.srresnet import SRResNet, SRResNetConfig
 from stisr.models.sr.tsrn import TSRN, TSRNConfig
+from stisr.models.sr.vdsr import VDSR, VDSRConfig
 
 SR_MODELS: dict[str, tuple[type, type]] = {
     "bicubic": (BicubicConfig, Bicubic),
+    "edsr": (EDSRConfig, EDSR),
+    "lapsrn": (LapSRNConfig, LapSRN),
+    "rdn": (RDNConfig, RDN),
+    "rrdb": (RRDBConfig, RRDBNet),
+    "srcnn": (SRCNNConfig, SRCNN),
     "srresnet": (SRResNetConfig, SRResNet),
     "tsrn": (TSRNConfig, TSRN),
+    "vdsr": (VDSRConfig, VDSR),
 }
 REC_MODELS: dict[str, tuple[type, type]] = {
     "abinet": (ABINetConfig, ABINet),

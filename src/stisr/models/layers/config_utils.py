@@ -1,9 +1,11 @@
-"""Validation helpers for model config dataclasses (YAML gives lists where configs want tuples)."""
+"""Validation helpers for model configs (YAML gives lists where configs want tuples) and inputs."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from torch import Tensor
 
 
 def as_tuple(value: Any, length: int, kind: type, where: str) -> tuple:
@@ -26,3 +28,9 @@ def check_positive(value: Any, where: str) -> None:
     """ValueError naming `where` unless `value` is a positive int."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{where} must be a positive integer, got {value!r}")
+
+
+def check_input(x: Tensor, channels: int, model: str) -> None:
+    """ValueError naming the model unless `x` is a (B, channels, H, W) batch."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{model} expects (B, {channels}, H, W) input, got {tuple(x.shape)}")

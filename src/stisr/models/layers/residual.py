@@ -1,4 +1,4 @@
-"""SRResNet's plain residual block (the SRB without recurrence)."""
+"""The plain residual block of SRResNet (the SRB without recurrence) and EDSR."""
 
 from __future__ import annotations
 
@@ -8,15 +8,28 @@ from stisr.models.layers.activations import make_activation
 
 
 class ResidualBlock(nn.Module):
-    """x + BN(conv(act(BN(conv(x))))); attribute names as in TextZoom's srresnet.py."""
+    """x + res_scale * BN(conv(act(BN(conv(x))))); attribute names as in TextZoom's srresnet.py.
 
-    def __init__(self, channels: int, activation: str = "prelu") -> None:
+    EDSR drops the batch norms and the conv biases and scales the branch by 0.1 (TextZoom's
+    edsr.py `_Residual_Block`, whose `conv1` / `conv2` keys are the same).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        activation: str = "prelu",
+        batch_norm: bool = True,
+        bias: bool = True,
+        res_scale: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(channels)
+        self.res_scale = res_scale
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=bias)
+        self.bn1 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
         self.prelu = make_activation(activation)
-        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1, bias=bias)
+        self.bn2 = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+        branch = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
+        return x + (branch if self.res_scale == 1.0 else self.res_scale * branch)

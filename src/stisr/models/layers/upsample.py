@@ -1,7 +1,8 @@
-"""Sub-pixel (pixel-shuffle) upsampling block of SRResNet and TSRN."""
+"""Upsampling: the sub-pixel (pixel-shuffle) block of SRResNet and TSRN, and fixed interpolation."""
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.models.layers.activations import make_activation
@@ -25,3 +26,12 @@ def upsample_blocks(scale_factor: int) -> int:
     if scale_factor < 2 or scale_factor & (scale_factor - 1):
         raise ValueError(f"scale_factor must be a power of two >= 2, got {scale_factor}")
     return scale_factor.bit_length() - 1
+
+
+INTERPOLATION_MODES = ("nearest", "bilinear", "bicubic")
+
+
+def interpolate_up(x: Tensor, scale_factor: int, mode: str = "nearest") -> Tensor:
+    """Fixed (parameter-free) upsampling; TextZoom's SRCNN, VDSR and RRDB all use `nearest`."""
+    align = False if mode in ("bilinear", "bicubic") else None
+    return F.interpolate(x, scale_factor=scale_factor, mode=mode, align_corners=align)
