@@ -197,6 +197,22 @@ def test_write_table_csv_and_markdown(metrics, tmp_path: Path):
     assert EMBEDDED_WARNING not in md3 and "`official`" in md3 and "runs/official-paper" in md3
 
 
+def test_deviations_of_the_runs_behind_a_table_are_listed(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    good = plan.run_dir(PARAMS, "fake/good") / "metrics.json"
+    good.parent.mkdir(parents=True, exist_ok=True)
+    good.write_text(json.dumps({"steps": 3, "deviations": ["perceptual loss on random VGG"]}))
+    reader = plan.run_dir(PARAMS, "fake/reader") / "metrics.json"
+    reader.parent.mkdir(parents=True, exist_ok=True)
+    reader.write_text(json.dumps({"steps": 3}))
+    md = write_table(metrics.tables[0], PARAMS, runs, tmp_path)[1].read_text()
+    assert "Deviations from the paper's setting" in md
+    assert "- fake/good: perceptual loss on random VGG" in md
+    good.write_text(json.dumps({"steps": 3}))
+    md = write_table(metrics.tables[0], PARAMS, runs, tmp_path)[1].read_text()
+    assert "Deviations" not in md
+
+
 def _png_text(path: Path) -> dict[str, str]:
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size[0] > 100

@@ -373,7 +373,10 @@ def train(cfg: TrainConfig, out_dir: Path, *, progress: bool = True) -> dict[str
         "selection": cfg.selection,
     }
     if cfg.perceptual_features is not None:
-        metrics["perceptual_features"] = VGGFeaturesSpec(**cfg.perceptual_features).note
+        features = VGGFeaturesSpec(**cfg.perceptual_features)
+        metrics["perceptual_features"] = features.note
+        if not features.weights:  # the report lists it under the table (report/tables.py)
+            metrics["deviations"] = [f"perceptual loss on {features.note}"]
     if best is not None:
         metrics.update(selected_step=int(best["step"]), selection_score=best["score"])
     _write_samples(model, cfg, data, out_dir / "samples.png")

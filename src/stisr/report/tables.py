@@ -12,14 +12,14 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from stisr.papers import plan
-from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec
+from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec, load_common
 
 FRAME_COLUMNS = (
     "table",
@@ -314,7 +314,38 @@ def coverage_of(frame: pd.DataFrame) -> tuple[int, int]:
     return int((paper_cells["status"] == REPRODUCED).sum()), len(paper_cells)
 
 
-def table_markdown(table: TableSpec, frame: pd.DataFrame, params: Mapping[str, Any]) -> str:
+def run_deviations(
+    table: TableSpec, params: Mapping[str, Any], runs: Mapping[str, RunSpec]
+) -> list[str]:
+    """`<run>: <deviation>` for every trained run behind the table's cells whose metrics.json
+    says it departs from the paper's setting (e.g. random VGG features on embedded data)."""
+    used: set[str] = set()
+    for row in table.rows:
+        if row.derive:
+            continue
+        for col in table.columns:
+            src = table.cell_source(row, col)
+            if src.get("sr") in runs:
+                used.add(src["sr"])
+            rec = src.get("recognizer")
+            if rec and rec != "none" and (rec in runs or rec in load_common().recognizers):
+                resolved = plan.resolve_recognizer(params, rec, runs).run
+                if resolved:
+                    used.add(resolved)
+    notes = []
+    for run in sorted(used):
+        path = plan.run_dir(params, run) / "metrics.json"
+        if path.exists():
+            notes += [f"{run}: {d}" for d in json.loads(path.read_text()).get("deviations", [])]
+    return notes
+
+
+def table_markdown(
+    table: TableSpec,
+    frame: pd.DataFrame,
+    params: Mapping[str, Any],
+    deviations: Sequence[str] = (),
+) -> str:
     decimals = column_decimals(table)
     cols = list(table.columns)
     header = ["", *table.text_columns]
@@ -352,6 +383,10 @@ def table_markdown(table: TableSpec, frame: pd.DataFrame, params: Mapping[str, A
             for reason, n in sorted(reasons.items())
         ]
         lines.append("")
+    if deviations:
+        lines += ["Deviations from the paper's setting in the runs behind these cells:", ""]
+        lines += [f"- {_escape(d)}" for d in deviations]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -362,5 +397,6 @@ def write_table(
     frame = compute_table(table, params, runs)
     base = Path(out_dir) / table.paper / table.id
     csv_path = atomic_write_text(base.with_suffix(".csv"), frame.to_csv(index=False))
-    md_path = atomic_write_text(base.with_suffix(".md"), table_markdown(table, frame, params))
+    markdown = table_markdown(table, frame, params, run_deviations(table, params, runs))
+    md_path = atomic_write_text(base.with_suffix(".md"), markdown)
     return [csv_path, md_path]
