@@ -107,3 +107,46 @@ def test_demo_trains_only_the_enabled_recognizers():
         assert "scales.demo.recognizers" in plan.cell_status(params, src, runs)
     smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
     assert plan.cell_status(smoke, {**src, "recognizer": "crnn"}, runs) is None
+
+
+def test_run_scales_override_the_scale_and_is_validated(tmp_path):
+    from stisr.config import task_settings
+
+    spec = yaml.safe_load((REPO / "src/stisr/papers/zoo.yaml").read_text())
+    spec["runs"]["crnn"]["scales"] = {"demo": {"epochs": 2, "lr": 5.0e-4}}
+    path = tmp_path / "zoo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run = parse_spec(path).runs["crnn"]
+    demo = load_params(REPO / "params.yaml", {"scale": "demo"})
+    settings = task_settings(demo, "rec", run.scales)
+    assert settings["epochs"] == 2 and "steps" not in settings and settings["lr"] == 5.0e-4
+    assert settings["batch_size"] == demo["scales"]["demo"]["rec"]["batch_size"]
+    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
+    assert task_settings(smoke, "rec", run.scales) == smoke["scales"]["smoke"]["rec"]
+    for bad, key in (
+        ({"demo": {"stpes": 10}}, r"runs\.crnn\.scales\.demo"),
+        ({"demo": {"steps": 0}}, r"runs\.crnn\.scales\.demo\.steps"),
+        ({"big": {"steps": 10}}, r"runs\.crnn\.scales"),
+        ({"demo": {"lr_schedule": "step"}}, r"runs\.crnn\.scales\.demo\.lr_schedule"),
+    ):
+        spec["runs"]["crnn"]["scales"] = bad
+        path.write_text(yaml.safe_dump(spec))
+        with pytest.raises(SpecError, match=r"zoo\.yaml.*" + key):
+            parse_spec(path)
+
+
+def test_runs_with_settings_the_engine_lacks_are_not_trained():
+    """A KD-LTR student (distillation losses, its own schedule) must not be trained as a plain
+    fine-tune: its cells say why instead of showing a number from a different setting."""
+    params = load_params(REPO / "params.yaml")
+    params["scales"]["demo"]["recognizers"] = "all"
+    specs = load_specs()
+    runs = all_runs(specs)
+    assert "not implemented yet" in plan.run_problem(params, "kdltr/abinet_ltr", runs)
+    assert "distill" in plan.run_problem(params, "kdltr/abinet_ce", runs)
+    assert plan.run_problem(params, "tsrn/srresnet", runs) is None
+    trains = plan.all_jobs(params, specs).trains
+    assert not any(r.startswith("kdltr/") for r in trains)
+    src = {"sr": "lr", "recognizer": "kdltr/abinet_ltr", "metric": "accuracy",
+           "testset": "textzoom_test"}  # fmt: skip
+    assert "soft_logits" in plan.cell_status(params, src, runs)

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from stisr.config import work_name
+from stisr.data.fetch import load_sources
+from stisr.losses import LOSSES
 from stisr.models.registry import is_implemented
 from stisr.papers.spec import PSEUDO_SR, PaperSpec, RunSpec, TableSpec, all_runs, load_common
 
 COMPLEXITY_METRICS = ("params", "flops", "latency")
-# Losses that need pretrained weights nobody has wired in yet (VGG19 features for `perceptual`).
-UNAVAILABLE_LOSSES = {"perceptual": "the perceptual loss needs pretrained VGG19 features"}
 
 
 def slug(ref: str) -> str:
@@ -125,13 +125,31 @@ def selection_settings(params, run: RunSpec, runs: Mapping[str, RunSpec]) -> dic
     return settings
 
 
+def perceptual_features(params: Mapping[str, Any], run: RunSpec) -> dict[str, Any] | None:
+    """`VGGFeaturesSpec` fields for a run with a perceptual loss (None without one).
+
+    Defaults are the TextZoom SRResNet setting (ImageNet VGG16 `features[:31]`). Official data:
+    torchvision's ImageNet file (fetch-registry entry `vgg16`). Embedded data has no network, so
+    the features are frozen seeded random weights of the same layout, their widths divided by
+    params.yaml `scales.<scale>.random_vgg_divisor`: a deviation the run's metrics name.
+    """
+    if not run.losses.get("perceptual"):
+        return None
+    if params["source"] == "official":
+        return {"weights": str(Path("data/official") / load_sources()["vgg16"].dest)}
+    divisor = params["scales"][params["scale"]].get("random_vgg_divisor", 1)
+    return {"width_divisor": divisor, "seed": params["seed"]}
+
+
 def recognizer_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
     """Why a recognizer cannot be used here (None when it can)."""
     rec = resolve_recognizer(params, ref, runs)
     if rec.external:
         return None
-    if not is_implemented(rec.model) or (rec.run and not run_available(params, rec.run, runs)):
+    if not is_implemented(rec.model):
         return f"recognizer {ref} not implemented yet"
+    if rec.run and (why := run_problem(params, rec.run, runs)):
+        return f"recognizer {ref}: {why}"
     enabled = params.get("scales", {}).get(params["scale"], {}).get("recognizers", "all")
     gated = params["source"] == "embedded" and enabled != "all" and rec.model not in enabled
     if gated:
@@ -146,16 +164,34 @@ def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
     return recognizer_problem(params, ref, runs) is None
 
 
-def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
-    """A run can be trained when its model (and what it starts from) is implemented."""
+# What the training engine honours. A run that declares anything else (a distillation block, its
+# own batch size or LR schedule, a loss the engine lacks) is not trained, so that no cell shows a
+# number from a run that silently ignored part of its setting.
+RUN_KEYS_HONOURED = {"note", "optimizer"}
+RECOGNITION_LOSSES = {"ctc", "ce"}  # a recognizer's own loss (its `training_loss`)
+
+
+def run_problem(params, run_id: str, runs: Mapping[str, RunSpec]) -> str | None:
+    """Why a run cannot be trained here (None when it can)."""
     run = runs[run_id]
-    if not is_implemented(run.model) or set(run.losses) & set(UNAVAILABLE_LOSSES):
-        return False
+    if not is_implemented(run.model):
+        return f"model of {run_id} not implemented yet"
+    known = set(LOSSES) if run.task == "sr" else RECOGNITION_LOSSES
+    if missing := sorted(set(run.losses) - known):
+        return f"{run_id}: loss {', '.join(missing)} not implemented yet"
+    if unsupported := sorted(set(run.extra) - RUN_KEYS_HONOURED):
+        return f"{run_id}: the training engine does not implement {', '.join(unsupported)} yet"
     train = params.get("train", {})
     selecting = run.task == "sr" and train.get("selection", "last") != "last"
-    if selecting and not recognizer_available(params, train["selection_recognizer"], runs):
-        return False
-    return not (run.init and not recognizer_available(params, run.init, runs))
+    if selecting and (why := recognizer_problem(params, train["selection_recognizer"], runs)):
+        return f"{run_id}: selection recognizer: {why}"
+    if run.init and (why := recognizer_problem(params, run.init, runs)):
+        return f"{run_id} starts from {run.init}: {why}"
+    return None
+
+
+def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
+    return run_problem(params, run_id, runs) is None
 
 
 def sr_available(params, sr: str, runs: Mapping[str, RunSpec]) -> bool:
@@ -169,11 +205,8 @@ def cell_status(params, src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> 
     sr, rec = src.get("sr"), src.get("recognizer")
     if src.get("metric") in ("psnr", "ssim"):
         rec = None
-    if sr is not None and not sr_available(params, sr, runs):
-        missing = sorted(set(runs[sr].losses) & set(UNAVAILABLE_LOSSES))
-        if missing and is_implemented(runs[sr].model):
-            return f"{sr}: {UNAVAILABLE_LOSSES[missing[0]]}"
-        return f"model of {sr} not implemented yet"
+    if sr is not None and sr not in PSEUDO_SR and (why := run_problem(params, sr, runs)):
+        return why
     if rec is not None and (problem := recognizer_problem(params, rec, runs)):
         return problem
     complexity = src.get("metric") in COMPLEXITY_METRICS
