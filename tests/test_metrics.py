@@ -18,6 +18,7 @@ from stisr.metrics.accuracy import (
     wrong_char_positions,
 )
 from stisr.metrics.complexity import (
+    PAPER_COUNTS,
     count_flops,
     count_parameters,
     measure_latency,
@@ -315,6 +316,98 @@ def test_count_flops_lstm_inside_model_called_by_keyword():
     x = torch.rand(2, 7, 4)
     out = count_flops(Wrapper(), x)
     assert out["macs"] == 14 * (4 * 24 + 6 * 24) + 14 * 6 * 3
+
+
+class _TinyAttention(nn.Module):
+    """nn.MultiheadAttention on its CPU fast path + a direct SDPA call with L != S."""
+
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.memory = nn.Parameter(torch.rand(1, 7, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, _ = self.mha(x, x, x, need_weights=False)  # self-attention, eval: the fused path
+        b, length, dim = x.shape
+        q = x.view(b, length, self.heads, -1).transpose(1, 2)
+        kv = self.memory.expand(b, -1, -1).reshape(b, 7, self.heads, -1).transpose(1, 2)
+        return nn.functional.scaled_dot_product_attention(q, kv, kv)
+
+
+def test_count_flops_counts_attention_on_cpu():
+    """The CPU fused kernels (flash SDPA, MHA fast path) have no FLOP formula; counting must
+    still see QK^T and AV (2 * B * L * S * dim MACs) and the MHA projections (4 * B * L * dim^2)."""
+    model = _TinyAttention().eval()
+    b, length, dim = 2, 5, 16
+    out = count_flops(model, torch.rand(b, length, dim))
+    projections = 4 * b * length * dim * dim
+    self_attention = 2 * b * length * length * dim
+    cross_attention = 2 * b * length * 7 * dim
+    assert out["macs"] == projections + self_attention + cross_attention
+    assert torch.backends.mha.get_fastpath_enabled()  # the switch is restored
+
+
+def test_count_flops_rule_macs_skip_functional_matmuls():
+    """`rule_macs` is what thop-like profilers see: Linear/conv/recurrent modules only."""
+
+    class Mixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 6)
+            self.rnn = nn.GRU(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x)  # (5, 2, 6)
+            y = y @ torch.ones(6, 6)  # functional: not in rule_macs
+            return self.rnn(y)[0]
+
+    out = count_flops(Mixed(), torch.rand(5, 2, 4))
+    linear, matmul, gru = 10 * 4 * 6, 10 * 6 * 6, 10 * (6 * 9 + 3 * 9)
+    assert out["macs"] == linear + matmul + gru
+    assert out["rule_macs"] == linear + gru
+
+
+def test_paper_counts_are_stated_in_the_zoo_table():
+    """Each zoo complexity row states the input size its PAPER_COUNTS entry makes the model read."""
+    from stisr.models.registry import build_model
+    from stisr.papers.spec import load_specs
+
+    table = next(t for t in load_specs()["zoo"].tables if t.id == "complexity")
+    for row in table.rows:
+        name = row.source["recognizer"]
+        count = PAPER_COUNTS[name]
+        model = build_model(name, dict(count.config))
+        h, w = model.preprocess(torch.rand(1, 3, 32, 128)).shape[2:]
+        stated = row.text["Counted as"]
+        assert stated.startswith(f"{h}x{w},"), (name, stated)
+        assert ("profiler rules" in stated) == count.profiler_rules, (name, stated)
+
+
+@pytest.mark.parametrize(
+    ("name", "paper_gmacs"), [("crnn", 0.91), ("svtr", 1.90), ("abinet", 5.46), ("matrn", 9.86)]
+)
+def test_paper_counts_reproduce_the_papers_within_2_percent(name, paper_gmacs):
+    """IMAGE Table 1 and KD-LTR Table 5 under the conventions PAPER_COUNTS documents."""
+    from stisr.models.registry import build_model
+
+    torch.manual_seed(0)
+    count = PAPER_COUNTS[name]
+    model = build_model(name, dict(count.config))
+    out = count_flops(model, model.preprocess(torch.rand(1, 3, 32, 128)))
+    macs = out["rule_macs"] if count.profiler_rules else out["macs"]
+    assert macs / 1e9 == pytest.approx(paper_gmacs, rel=0.02)
+
+
+def test_parseq_count_matches_the_official_benchmark():
+    """baudm/parseq README (bench.py, fvcore): 3.255 GMACs for NAR + 3 refinements."""
+    from stisr.models.registry import build_model
+
+    count = PAPER_COUNTS["parseq"]
+    model = build_model("parseq", dict(count.config))
+    out = count_flops(model, model.preprocess(torch.rand(1, 3, 32, 128)))
+    assert not count.profiler_rules
+    assert out["macs"] / 1e9 == pytest.approx(3.255, rel=0.005)
 
 
 def test_measure_latency_reports_positive_times():

@@ -5,6 +5,13 @@ matrix products, convolutions (incl. transposed) and attention at 2 FLOPs per mu
 element-wise ops, normalization and pooling are not counted. Papers (and the `thop` profiler the
 TextZoom code imports) usually print MACs under the name "FLOPs": compare `macs` with them.
 
+Attention: on CPU, `scaled_dot_product_attention` runs the fused
+`aten._scaled_dot_product_flash_attention_for_cpu` and `nn.MultiheadAttention`'s inference fast
+path the fused `aten._native_multi_head_attention` (projections included); the counter has no
+formula for either and would count 0. `count_flops` therefore disables the fast path and selects
+the math SDPA backend while counting, so that attention runs as the same matmuls, which are
+counted: 2 * B * heads * L * S * head_dim MACs for QK^T and AV together.
+
 Recurrent layers: on CPU the fused oneDNN LSTM kernel, and on CUDA the cuDNN RNN kernels, are not
 registered with FlopCounterMode and count 0, while other paths (GRU on CPU, LSTM with projections,
 packed sequences, cells) decompose into counted matmuls. `count_flops` therefore hooks every
@@ -13,18 +20,25 @@ adds the analytic count of the same matmuls the decomposed path performs: per ti
 layer and direction `in*G*H + R*G*H (+ H*P with projections)` MACs, with G = 4 (LSTM), 3 (GRU),
 1 (RNN), R = P if proj_size else H. Bias additions and gate non-linearities are not counted,
 consistent with the counter.
+
+Papers' conventions: module-hook profilers (thop, ptflops) count only modules they have a rule
+for, so attention computed functionally is missing from the papers' numbers. `rule_macs` is that
+part of the count (`PROFILER_RULES`), and `PAPER_COUNTS` records, per recognizer, the input size,
+decoding and rule set its paper used, with the reason.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.utils.rnn import PackedSequence
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,17 +94,51 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+@contextmanager
+def _countable_attention() -> Iterator[None]:
+    """Run attention as plain matmuls (math SDPA backend, no MHA fast path) while counting."""
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+# Module types whose work module-hook profilers (thop, ptflops) count: convolutions, linear and
+# recurrent layers. Work done functionally elsewhere, e.g. QK^T and AV of a ViT block
+# (torch.matmul) or a vendored MultiheadAttention that applies its weights with F.linear, is
+# invisible to them.
+PROFILER_RULES: tuple[type[nn.Module], ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.RNNBase,
+    nn.RNNCellBase,
+)
+
+
 def count_flops(
-    model: nn.Module, *inputs: Any, supplement_recurrent: bool = True
+    model: nn.Module,
+    *inputs: Any,
+    supplement_recurrent: bool = True,
+    rules: tuple[type[nn.Module], ...] = PROFILER_RULES,
 ) -> dict[str, int]:
     """FLOPs and MACs of one forward pass `model(*inputs)` in eval mode without gradients.
 
-    Returns `flops` (= 2 * `macs`), `macs`, `counted_flops` (what FlopCounterMode saw) and
-    `recurrent_flops` (the analytic supplement for recurrent calls the counter missed).
+    Returns `flops` (= 2 * `macs`), `macs` (every counted op), `counted_flops` (what
+    FlopCounterMode saw), `recurrent_flops` (the analytic supplement for recurrent calls the
+    counter missed) and `rule_macs`: the part of `macs` done inside modules of the `rules` types
+    (outermost ones only), i.e. what a module-hook profiler such as thop reports.
     """
     counter = FlopCounterMode(display=False)
     before: list[int] = []
     extra = [0]
+    rule_start: list[int] = []
+    rule_flops = [0]
+
+    def total() -> int:
+        return counter.get_total_flops() + extra[0]
 
     def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         before.append(counter.get_total_flops())
@@ -103,14 +151,27 @@ def count_flops(
             x = args[0] if args else kwargs["input"]
             extra[0] += 2 * recurrent_macs(module, x)
 
+    def rule_pre(module: nn.Module, args: tuple[Any, ...]) -> None:
+        rule_start.append(total())
+
+    def rule_post(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        start = rule_start.pop()
+        if not rule_start:  # outermost rule module: nested ones are inside its count
+            rule_flops[0] += total() - start
+
     handles = []
-    if supplement_recurrent:
-        for m in model.modules():
-            if isinstance(m, nn.RNNBase | nn.RNNCellBase):
-                handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
-                handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+    for m in model.modules():
+        if supplement_recurrent and isinstance(m, nn.RNNBase | nn.RNNCellBase):
+            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+    # Registered after the supplement's hooks so that a recurrent module's supplement is added
+    # before its rule count is closed.
+    for m in model.modules():
+        if isinstance(m, rules):
+            handles.append(m.register_forward_pre_hook(rule_pre))
+            handles.append(m.register_forward_hook(rule_post))
     try:
-        with _eval_mode(model), torch.no_grad(), counter:
+        with _eval_mode(model), torch.no_grad(), _countable_attention(), counter:
             model(*inputs)
     finally:
         for h in handles:
@@ -122,7 +183,75 @@ def count_flops(
         "macs": flops // 2,
         "counted_flops": counted,
         "recurrent_flops": extra[0],
+        "rule_macs": rule_flops[0] // 2,
     }
+
+
+@dataclass(frozen=True)
+class PaperCount:
+    """How the papers counted one model: config overrides (input size, decoding) and which ops.
+
+    `profiler_rules`: count only the work inside `PROFILER_RULES` modules, as the thop/ptflops
+    profilers of the papers' code do (`rule_macs`); otherwise every op (`macs`). `why` cites the
+    paper and code lines the choice follows; `stisr complexity` writes it into its JSON.
+    """
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    profiler_rules: bool = False
+    why: str = "every op at the model's own input size"
+
+
+# One entry per recognizer (model name); models without an entry use `PaperCount()`. The zoo
+# complexity table (papers/zoo.yaml) states the input size and convention of each row.
+PAPER_COUNTS: dict[str, PaperCount] = {
+    "crnn": PaperCount(
+        {"img_w": 128},
+        True,
+        "IMAGE Table 1 (0.91G): IMAGE gives no input size; its recognizers read the 32x128 SR "
+        "images (Sec. 3.1: 4x the 16x64 LR) and its own recognizer reads 32x128 (M = 32 columns, "
+        "Sec. 4.2), so 32x128 rather than crnn.pytorch's 32x100 (0.71G); thop rules (CRNN has no "
+        "attention, so they count every op)",
+    ),
+    "svtr": PaperCount(
+        {"img_w": 128},
+        True,
+        "IMAGE Table 1 (1.90G): 32x128 as for CRNN; thop rules skip the attention matmuls "
+        "(0.13G at 32x128)",
+    ),
+    "abinet": PaperCount(
+        {"iter_size": 1},
+        True,
+        "KD-LTR Table 5 (5.46G): KD-LTR's ABINet runs the language model and the alignment once "
+        "(csguoh/KD-LTR model/ABINet/ABINet.py, ABINet_model.forward); its profiler (ptflops, "
+        "imported in interfaces/Trainer.py) has no rule for the MultiheadAttention that ABINet's "
+        "code vendors (modules/transformer.py), so attention layers (1.1G) are not counted",
+    ),
+    "matrn": PaperCount(
+        {},
+        True,
+        "KD-LTR Table 5 (9.86G): 3 iterations (csguoh/KD-LTR model/MATRN/matrn.py, iter_size = 3), "
+        "same profiler as ABINet, so attention layers (3.6G) are not counted",
+    ),
+    "parseq": PaperCount(
+        {"decode_ar": False, "refine_iters": 3},
+        False,
+        "baudm/parseq README, 'Benchmark Model Compute Requirements' (bench.py with fvcore: "
+        "3.255G): non-autoregressive decoding + 3 refinements, every op. KD-LTR's 2.93G is not "
+        "reproducible: its PARSeq decodes autoregressively with 1 refinement (model/parseq/"
+        "parseq_LR.py), whose cost grows with the predicted length (ptflops: 2.80G for 1 step, "
+        "+0.043G per further step; 2.93G is 4 steps), and ptflops skips the ViT's attention "
+        "matmuls (0.15G)",
+    ),
+    "aster": PaperCount(
+        {},
+        False,
+        "no paper number: the STISR code's input (32x128, TPS-rectified to 32x100), every op; "
+        "beam search stops once all 5 beams end, so the decoder's share depends on the image",
+    ),
+    "moran": PaperCount(
+        {}, False, "no paper number: the STISR code's input (32x100 grey), every op, 20 steps"
+    ),
+}
 
 
 def _sync(model: nn.Module, inputs: tuple[Any, ...]) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from stisr.charset import Charset
 from stisr.models.layers.config_utils import as_tuple, check_positive
+from stisr.models.layers.init import he_fan_out_
 
 # data/charset_36.txt of the official repositories: line i holds the character of class i + 1.
 ABINET_CHARS = "abcdefghijklmnopqrstuvwxyz1234567890"
@@ -246,14 +247,9 @@ class ResNet45(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # He-normal over fan-out, as in the official resnet.py (matters when training from scratch)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # He-normal over fan-out, as in the official resnet.py (matters when training from
+        # scratch); its BatchNorm re-init (weight 1, bias 0) is torch's default already.
+        he_fan_out_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

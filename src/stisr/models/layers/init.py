@@ -6,7 +6,7 @@ from torch import nn
 
 
 def he_fan_out_(module: nn.Module) -> None:
-    """Conv2d weights ~ N(0, 2 / (k * k * out_channels)), biases 0 (VDSR, EDSR, LapSRN code).
+    """Conv2d weights ~ N(0, 2 / (k * k * out_channels)), biases 0 (VDSR, EDSR, LapSRN, ABINet).
 
     Only exact `nn.Conv2d` modules are touched: transposed convolutions keep their own init.
     """

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stisr.models.layers.init import vit_init_
+
 VIT_LN_EPS = 1e-6  # timm VisionTransformer's norm_layer = partial(LayerNorm, eps=1e-6)
 
 
@@ -104,10 +106,7 @@ class VitEncoder(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        vit_init_(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.patch_embed(x) + self.pos_embed

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from stisr.charset import FULL_CHARSET, Charset
 from stisr.models.layers.config_utils import check_positive
+from stisr.models.layers.init import vit_init_
 from stisr.models.layers.parseq_blocks import (
     TokenEmbedding,
     TwoStreamDecoder,
@@ -175,15 +176,7 @@ class PARSeq(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for name, m in self.named_modules():
-            if name.startswith("encoder"):
-                continue  # the encoder has its own (timm) init
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+        vit_init_(self, skip=self.encoder, embeddings=True)  # the encoder has its own (timm) init
         nn.init.trunc_normal_(self.pos_queries, std=0.02)
 
     # --- protocol -------------------------------------------------------------------------

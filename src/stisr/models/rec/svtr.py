@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from stisr.charset import Charset
 from stisr.models.layers.config_utils import as_tuple, check_positive
+from stisr.models.layers.init import vit_init_
 from stisr.models.layers.svtr_blocks import (
     BLOCK_LN_EPS,
     Block,
@@ -267,12 +268,7 @@ class SVTRNet(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
+        vit_init_(self, convs=True)
 
     def _to_map(self, x: Tensor, dim: int, height: int) -> Tensor:
         return x.transpose(1, 2).reshape(x.shape[0], dim, height, self.hw[1])
@@ -393,6 +389,7 @@ class SVTR(nn.Module):
             zero_infinity=True,
         )
         return per_sample.mean()
+
 
 # Recognizer-module conventions used by `stisr.engine.recognize.load_official`:
 OFFICIAL_CONFIG = SVTR_BASE_EN_RELEASE  # the released weights' architecture
