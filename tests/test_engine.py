@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 
@@ -135,3 +136,35 @@ def test_evaluate_hr_without_recognizer_counts_sizes(tiny_textzoom, tmp_path):
         out_path=tmp_path / "e.json",
     )
     assert result["subsets"]["easy"] == {"size": 6}
+
+
+def test_cosine_lr_schedule_is_followed_and_resume_is_exact(tiny_textzoom, tmp_path, monkeypatch):
+    data = [tiny_textzoom / "train"]
+    kw = dict(lr_schedule="cosine", warmup_steps=2, checkpoint_every=100)
+    train(_cfg(data, 6, **kw), tmp_path / "ref", progress=False)
+    history = [json.loads(x) for x in (tmp_path / "ref/history.jsonl").read_text().splitlines()]
+    # warm-up 0.5 -> 1 x lr, then half a cosine over the 4 remaining updates
+    quarter = math.cos(math.pi / 4)
+    expected = [0.5, 1.0, 1.0, (1 + quarter) / 2, 0.5, (1 - quarter) / 2]
+    assert [h["lr"] for h in history] == pytest.approx([1e-3 * f for f in expected])
+    assert train_mod.lr_at(_cfg(data, 6, **kw), 6, 6) == 0.0  # decays to 0 at the end
+    # SIGTERM mid-run: the resumed run picks the curve up where it stopped
+    real_call = train_mod.SRStep.__call__
+    calls = {"n": 0}
+
+    def call_then_signal(self, batch, device):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_call(self, batch, device)
+
+    monkeypatch.setattr(train_mod.SRStep, "__call__", call_then_signal)
+    with pytest.raises(SystemExit):
+        train(_cfg(data, 6, **kw), tmp_path / "cut", progress=False)
+    monkeypatch.setattr(train_mod.SRStep, "__call__", real_call)
+    train(_cfg(data, 6, **kw), tmp_path / "cut", progress=False)
+    assert _same(_weights(tmp_path / "ref/model.pt"), _weights(tmp_path / "cut/model.pt"))
+    cut = (tmp_path / "cut/history.jsonl").read_text()
+    assert cut == (tmp_path / "ref/history.jsonl").read_text()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(data, 6, lr_schedule="step")

@@ -150,3 +150,17 @@ def test_runs_with_settings_the_engine_lacks_are_not_trained():
     src = {"sr": "lr", "recognizer": "kdltr/abinet_ltr", "metric": "accuracy",
            "testset": "textzoom_test"}  # fmt: skip
     assert "soft_logits" in plan.cell_status(params, src, runs)
+
+
+def test_every_tsrn_table_cell_is_planned_on_the_embedded_default():
+    """Issue: every cell of the TextZoom paper's Tables 1-4 is computed on the embedded default."""
+    params = load_params(REPO / "params.yaml")
+    specs = load_specs()
+    runs = all_runs(specs)
+    for table in specs["tsrn"].tables:
+        for row in table.rows:
+            if row.derive:
+                continue
+            for col in table.columns:
+                src = table.cell_source(row, col)
+                assert plan.cell_status(params, src, runs) is None, (table.id, row.id, col.id)

@@ -17,7 +17,14 @@ from typing import Any
 
 import yaml
 
-from stisr.config import ParamsError, load_params, model_config, scale_settings, work_name
+from stisr.config import (
+    ParamsError,
+    load_params,
+    model_config,
+    scale_settings,
+    task_settings,
+    work_name,
+)
 
 log = logging.getLogger("stisr")
 
@@ -138,6 +145,7 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
 def _train_config(params: dict[str, Any], run_id: str):
     from stisr.engine.train import TrainConfig
     from stisr.papers.plan import (
+        perceptual_features,
         recognizer_checkpoint,
         resolve_recognizer,
         selection_settings,
@@ -149,7 +157,7 @@ def _train_config(params: dict[str, Any], run_id: str):
     if run_id not in runs:
         raise SystemExit(f"unknown run {run_id!r}; runs are declared in src/stisr/papers/*.yaml")
     run = runs[run_id]
-    task = scale_settings(params)[run.task]
+    task = task_settings(params, run.task, run.scales)
     opt = run.extra.get("optimizer", {})
     train = params["train"]
     import torch
@@ -178,6 +186,7 @@ def _train_config(params: dict[str, Any], run_id: str):
         grad_clip=train["grad_clip"],
         loss_scale=train["loss_scale"],
         init=init,
+        perceptual_features=perceptual_features(params, run),
         device="cuda" if cuda else "cpu",
         amp=cuda if train["amp"] == "auto" else bool(train["amp"]),
         num_workers=(8 if cuda else 0) if train["num_workers"] == "auto" else train["num_workers"],
@@ -241,13 +250,21 @@ def cmd_complexity(args: argparse.Namespace) -> None:
     """Parameters, FLOPs and CPU latency of SR model + recognizer at the papers' architecture.
 
     Architecture numbers are properties of the paper-scale configuration, so they are measured
-    there whatever the scale of the run (no weights needed). `flops` follows the papers'
-    convention (multiply-accumulates, in G); `true_flops` counts 2 per MAC.
+    there whatever the scale of the run (no weights needed). Each model is counted as the papers
+    counted it (`PAPER_COUNTS`: input size, decoding, profiler rules): `flops` is that count
+    (multiply-accumulates, in G), `flops_all` every multiply-accumulate incl. attention, and
+    `true_flops` 2 per MAC of `flops_all`.
     """
     import torch
 
     from stisr.engine.checkpoint import atomic_write_text
-    from stisr.metrics.complexity import count_flops, count_parameters, measure_latency
+    from stisr.metrics.complexity import (
+        PAPER_COUNTS,
+        PaperCount,
+        count_flops,
+        count_parameters,
+        measure_latency,
+    )
     from stisr.models.registry import build_model
     from stisr.papers.plan import complexity_path, resolve_recognizer
     from stisr.papers.spec import PSEUDO_SR, all_runs, load_specs
@@ -255,38 +272,45 @@ def cmd_complexity(args: argparse.Namespace) -> None:
     params = _params(args)
     runs = all_runs(load_specs())
     torch.set_num_threads(params["train"]["torch_threads"])
-    parts: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
+    torch.manual_seed(0)  # random weights and inputs: data-dependent decoders count reproducibly
+    parts: list[tuple[str, torch.nn.Module, torch.Tensor, PaperCount]] = []
     if args.sr not in PSEUDO_SR or args.sr == "bicubic":
         name = "bicubic" if args.sr == "bicubic" else runs[args.sr].model
         cfg = {} if args.sr == "bicubic" else runs[args.sr].model_config
         model = build_model(name, cfg)
-        parts.append((args.sr, model, torch.rand(1, getattr(model, "in_channels", 4), 16, 64)))
+        x = torch.rand(1, getattr(model, "in_channels", 4), 16, 64)
+        parts.append((args.sr, model, x, PaperCount()))
     if args.recognizer != "none":
         rec = resolve_recognizer(params, args.recognizer, runs)
         if rec.external:
             raise SystemExit(f"complexity of external recognizer {rec.external} is not measured")
-        cfg = runs[rec.run].model_config if rec.run else {}
+        count = PAPER_COUNTS.get(rec.model, PaperCount())
+        cfg = {**count.config, **(runs[rec.run].model_config if rec.run else {})}
         model = build_model(rec.model, cfg)
-        parts.append((args.recognizer, model, model.preprocess(torch.rand(1, 3, 32, 128))))
+        parts.append((args.recognizer, model, model.preprocess(torch.rand(1, 3, 32, 128)), count))
     result: dict[str, Any] = {
         "params": 0,
         "flops": 0.0,
+        "flops_all": 0.0,
         "true_flops": 0.0,
         "latency_ms": 0.0,
         "architecture_scale": "paper",
         "parts": {},
     }
-    for name, model, x in parts:
+    for name, model, x, count in parts:
         flops = count_flops(model, x)
         lat = measure_latency(model, x, warmup=1, repeats=5)
         part = {
             "params": count_parameters(model),
-            "flops": flops["macs"] / 1e9,
+            "flops": flops["rule_macs" if count.profiler_rules else "macs"] / 1e9,
+            "flops_all": flops["macs"] / 1e9,
             "true_flops": flops["flops"] / 1e9,
             "latency_ms": lat["mean_ms"],
+            "input": list(x.shape),
+            "counted_as": count.why,
         }
         result["parts"][name] = part
-        for key in ("params", "flops", "true_flops", "latency_ms"):
+        for key in ("params", "flops", "flops_all", "true_flops", "latency_ms"):
             result[key] += part[key]
     out = complexity_path(params, args.sr, args.recognizer)
     atomic_write_text(out, json.dumps(result, indent=2))

@@ -76,7 +76,7 @@ def scale_settings(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_task_overrides(overrides: Any, where: str) -> dict[str, dict[str, Any]]:
-    """Validate a run's `{scale: {steps: .., lr: ..}}` against the schema of `scales.<s>.<task>`.
+    """Validate a run's `scales: {<scale>: {steps: .., lr: ..}}` like `scales.<s>.<task>`.
 
     Same keys and value ranges as params.yaml, all optional; ParamsError names the key.
     """
@@ -100,10 +100,10 @@ def check_task_overrides(overrides: Any, where: str) -> dict[str, dict[str, Any]
     return {scale: dict(v) for scale, v in overrides.items()}
 
 
-def task_settings(params: Mapping[str, Any], task: str, schedule: Mapping[str, Any]):
+def task_settings(params: Mapping[str, Any], task: str, run_scales: Mapping[str, Any]):
     """A run's training settings at this scale: `scales.<scale>.<task>`, then the run's own
-    `schedule` for this scale (its `steps` replace the scale's `epochs` and vice versa)."""
-    own = dict(schedule.get(params["scale"], {}))
+    `scales.<scale>` (its `steps` replace the scale's `epochs` and vice versa)."""
+    own = dict(run_scales.get(params["scale"], {}))
     base = dict(scale_settings(params)[task])
     if {"steps", "epochs"} & own.keys():
         base.pop("steps", None)

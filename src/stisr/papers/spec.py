@@ -37,6 +37,9 @@ class RunSpec:
     losses: dict[str, float] = field(default_factory=dict)
     train_set: str = "textzoom_train"
     init: str | None = None
+    # Per-scale overrides of params.yaml `scales.<scale>.<task>` (`scales: {demo: {steps: ..}}`):
+    # recognizers differ several-fold in cost per step, so one step count cannot fit them all.
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -165,6 +168,18 @@ def _pick_source(d: dict[str, Any], where: str) -> dict[str, Any]:
     return src
 
 
+def _parse_scales(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A run's `scales`, checked against the params.yaml schema of a scale's task settings."""
+    from stisr.config import ParamsError, check_task_overrides
+
+    if raw is None:
+        return {}
+    try:
+        return check_task_overrides(raw, where)
+    except ParamsError as err:
+        raise SpecError(str(err)) from None
+
+
 def parse_spec(path: Path) -> PaperSpec:
     """Parse one spec file; structural errors name the file and the key path."""
     data = _read_yaml(path)
@@ -177,7 +192,7 @@ def parse_spec(path: Path) -> PaperSpec:
         where = f"{path}: runs.{name}"
         if not isinstance(r, dict) or "model" not in r or r.get("task") not in ("sr", "rec"):
             raise SpecError(f"{where}: needs 'model' and 'task' (sr|rec)")
-        known = {"task", "model", "model_config", "losses", "train_set", "init"}
+        known = {"task", "model", "model_config", "losses", "train_set", "init", "scales"}
         train_set = r.get("train_set", "textzoom_train")
         if train_set not in load_common().train_sets:
             known_sets = ", ".join(load_common().train_sets)
@@ -190,6 +205,7 @@ def parse_spec(path: Path) -> PaperSpec:
             losses={k: float(v) for k, v in (r.get("losses") or {}).items()},
             train_set=train_set,
             init=qualify(paper, str(r["init"]), "recognizer") if r.get("init") else None,
+            scales=_parse_scales(r.get("scales"), f"{where}.scales"),
             extra={k: v for k, v in r.items() if k not in known},
         )
     tables = tuple(_parse_table(paper, t, path) for t in data.get("tables") or [])
