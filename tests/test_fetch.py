@@ -229,6 +229,21 @@ def test_truncated_transfer_then_rerun_resumes_with_range(server, tmp_path):
     assert not part.exists()
 
 
+def test_staging_outside_the_data_root_leaves_nothing_partial_under_data(server, tmp_path):
+    """`stisr fetch` stages in .downloads/: an interrupted transfer leaves no file under data/."""
+    server.files["/w.bin"] = PAYLOAD
+    server.cut_times["/w.bin"] = 1
+    src = _source("w", [server.url("/w.bin")], sha256=SHA)
+    data, staging = tmp_path / "data" / "official", tmp_path / ".downloads"
+    kw = dict(sources={"w": src}, partial_dir=staging, progress=False)
+    with pytest.raises(FetchError, match="truncated transfer"):
+        fetch("w", data, **kw)
+    assert not [p for p in (tmp_path / "data").rglob("*") if p.is_file()]
+    assert (staging / "w.part").stat().st_size > 0
+    assert fetch("w", data, **kw).read_bytes() == PAYLOAD
+    assert server.requests[-1]["status"] == 206 and not (staging / "w.part").exists()
+
+
 def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.files["/w.bin"] = PAYLOAD
     server.cut_times["/w.bin"] = 1

@@ -118,7 +118,7 @@ def cmd_degrade(args: argparse.Namespace) -> None:
 def cmd_fetch(args: argparse.Namespace) -> None:
     from stisr.data.fetch import fetch
 
-    path = fetch(args.name, Path(args.root))
+    path = fetch(args.name, Path(args.root), partial_dir=Path(args.partial_dir))
     log.info("%s is in %s", args.name, path)
 
 
@@ -495,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("fetch", help="download an official source (src/stisr/data/sources.yaml)")
     s.add_argument("name")
     s.add_argument("--root", default="data/official")
+    s.add_argument(
+        "--partial-dir",
+        default=".downloads",
+        help="where interrupted downloads wait to be resumed (kept out of data/)",
+    )
     s.set_defaults(fn=cmd_fetch)
 
     s = sub.add_parser("import-weights", help="convert released weights to a stisr checkpoint")

@@ -4,8 +4,10 @@ Why this shape: the original repositories link their data through Google Drive, 
 release pages with no checksums, and users lose hours to half-written folders and silently
 corrupt downloads. Here nothing is ever half-written at ``<root>/<dest>``:
 
-* bytes go to ``<root>/.partial/<name>.part`` (plus a ``.part.json`` note of the URL), and an
-  interrupted transfer resumes there with an HTTP Range request on the next run;
+* bytes go to ``<partial_dir>/<name>.part`` (plus a ``.part.json`` note of the URL), and an
+  interrupted transfer resumes there with an HTTP Range request on the next run (``stisr fetch``
+  stages in ``.downloads/`` at the repository root, so nothing partial is ever under ``data/``;
+  the library default is ``<root>/.partial``);
 * the file is checked against the registry's size / sha256 / md5, or, when the registry has no
   sha256, against the one pinned in ``<root>/checksums.json`` by an earlier download; a first
   download pins its sha256 and size there, so every later download is verified;
@@ -292,6 +294,7 @@ def fetch(
     *,
     sources: dict[str, Source] | None = None,
     pin_file: str | Path | None = None,
+    partial_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Download, verify and install source ``name`` at ``root/<dest>``; return that path.
@@ -323,7 +326,7 @@ def fetch(
     if src.sha256 and pinned and pinned["sha256"] != src.sha256:
         log.warning("%s: %s disagrees with sources.yaml; using sources.yaml", name, pin_path)
 
-    part = root / PARTIAL_DIR / f"{name}.part"
+    part = Path(partial_dir or root / PARTIAL_DIR) / f"{name}.part"
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
