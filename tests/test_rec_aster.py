@@ -272,3 +272,40 @@ def test_paper_config_forward_with_official_layout() -> None:
         ids = model(model.preprocess(torch.rand(2, 3, 32, 128)))
     assert ids.shape[0] == 2 and ids.shape[1] <= 100
     assert len(model.decode(ids)) == 2
+
+
+def test_aux_ctc_adds_the_ctc_of_its_head_and_is_off_by_default() -> None:
+    from stisr.models.layers.aux_ctc import aux_ctc_loss
+
+    assert ASTER(ASTERConfig(**TINY)).aux_ctc_head is None  # official layout: no extra keys
+    torch.manual_seed(0)
+    model = ASTER(ASTERConfig(**TINY, aux_ctc=0.5)).eval()
+    x = model.preprocess(torch.rand(2, 3, 32, 128))
+    labels = ["ab", "cd"]
+    with torch.no_grad():
+        feats = model.encode(x)
+        targets, lengths = model.encode_labels(labels, x.device)
+        logits = model.decoder.teacher_forced(feats, targets)
+        mask = torch.arange(targets.shape[1])[None] < lengths[:, None]
+        ce = (F.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask).sum() / 2
+        ids = [model.charset.encode("ab"), model.charset.encode("cd")]
+        ctc = aux_ctc_loss(model.aux_ctc_head(feats), ids)
+        torch.testing.assert_close(model.training_loss(x, labels), ce + 0.5 * ctc)
+    probs = torch.full((1, 4, 3), 1.0 / 3).log()  # uniform over blank + 2 chars, 4 frames
+    assert aux_ctc_loss(probs, [[1, 2]]).item() > 0
+    with pytest.raises(ValueError, match="labels"):
+        aux_ctc_loss(probs, [[1], [2]])
+
+
+def test_sixteen_row_input_for_the_reim_setting() -> None:
+    """TSRN Table 2 ReIm: ASTER read at 64x16 (no STN): same parameters, one stride fewer."""
+    full = ASTER(ASTERConfig(**TINY, use_stn=False))
+    reim = ASTER(ASTERConfig(**TINY, input_size=(16, 64), use_stn=False))
+    assert [p.shape for p in full.parameters()] == [p.shape for p in reim.parameters()]
+    x = reim.preprocess(torch.rand(2, 3, 32, 128))
+    assert x.shape == (2, 3, 16, 64) and reim.encode(x).shape[1] == 16
+    assert len(reim.decode(reim(x))) == 2
+    with pytest.raises(ValueError, match="16-row"):
+        reim.encode(torch.rand(1, 3, 32, 64))
+    with pytest.raises(ValueError, match="height must be 32, or 16"):
+        ASTERConfig(**TINY, input_size=(24, 64), use_stn=False)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.charset import EVAL_CHARSET, FULL_CHARSET, Charset, normalize_label
+from stisr.models.layers.aux_ctc import aux_ctc_loss
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
 
@@ -65,6 +66,9 @@ class ASTERConfig:
     stn_activation: str = "none"
     align_corners: bool = True  # TPS grid_sample as under torch<1.3, which ASTER was trained with
     input_size: tuple[int, int] | None = None  # None: read the image at its size (STISR code)
+    # Weight of an auxiliary CTC loss on the encoder features (models/layers/aux_ctc.py): a
+    # training aid for short CPU schedules. 0 = the official model (no extra parameters).
+    aux_ctc: float = 0.0
 
     def __post_init__(self) -> None:
         self.widths = as_tuple(self.widths, 6, int, "ASTERConfig.widths")
@@ -85,10 +89,16 @@ class ASTERConfig:
                 "ASTERConfig.tps_output_size height must be 32 (the encoder collapses 32 rows), "
                 f"got {self.tps_output_size}"
             )
-        if not self.use_stn and self.input_size is not None and self.input_size[0] != 32:
+        if not self.use_stn and self.input_size is not None and self.input_size[0] not in (16, 32):
             raise ValueError(
-                f"ASTERConfig.input_size height must be 32 without the STN, got {self.input_size}"
+                "ASTERConfig.input_size height must be 32, or 16 (TSRN's ReIm: the last "
+                f"vertical stride becomes 1), without the STN; got {self.input_size}"
             )
+
+    @property
+    def encoder_height(self) -> int:
+        """Rows the encoder reads: 32, except a 16-row `input_size` without the STN."""
+        return self.input_size[0] if self.input_size and not self.use_stn else 32
 
 
 def official_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -123,9 +133,17 @@ class AsterBlock(nn.Module):
 
 
 class ResNetASTER(nn.Module):
-    """(B, 3, 32, W) -> (B, W/4, C) features (BiLSTM outputs when `with_lstm`)."""
+    """(B, 3, 32, W) -> (B, W/4, C) features (BiLSTM outputs when `with_lstm`); with
+    `in_height` 16 the last block keeps the height, so 16 rows collapse the same way (the
+    parameters are unchanged)."""
 
-    def __init__(self, widths: Sequence[int], blocks: Sequence[int], lstm_hidden: int | None):
+    def __init__(
+        self,
+        widths: Sequence[int],
+        blocks: Sequence[int],
+        lstm_hidden: int | None,
+        in_height: int = 32,
+    ):
         super().__init__()
         self.layer0 = nn.Sequential(
             nn.Conv2d(3, widths[0], 3, 1, 1, bias=False),
@@ -133,7 +151,8 @@ class ResNetASTER(nn.Module):
             nn.ReLU(inplace=True),
         )
         prev = widths[0]
-        for i, (width, n, stride) in enumerate(zip(widths[1:], blocks, _STRIDES, strict=True)):
+        strides = _STRIDES if in_height == 32 else (*_STRIDES[:-1], (1, 1))
+        for i, (width, n, stride) in enumerate(zip(widths[1:], blocks, strides, strict=True)):
             layers = [AsterBlock(prev, width, stride, downsample=True)]
             layers += [AsterBlock(width, width, (1, 1), downsample=False) for _ in range(n - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
@@ -272,11 +291,12 @@ class ASTER(nn.Module):
         self.eos, self.padding, self.unknown = n, n + 1, n + 2
         self.num_classes = n + 3
         self.encoder = ResNetASTER(
-            cfg.widths, cfg.blocks, cfg.lstm_hidden if cfg.with_lstm else None
+            cfg.widths, cfg.blocks, cfg.lstm_hidden if cfg.with_lstm else None, cfg.encoder_height
         )
         self.decoder = AttentionRecognitionHead(
             self.num_classes, self.encoder.out_planes, cfg.s_dim, cfg.att_dim
         )
+        self.aux_ctc_head = nn.Linear(self.encoder.out_planes, n + 1) if cfg.aux_ctc > 0 else None
         if cfg.use_stn:
             self.tps = TPSSpatialTransformer(
                 cfg.tps_output_size, cfg.num_control_points, cfg.tps_margins, cfg.align_corners
@@ -303,9 +323,10 @@ class ASTER(nn.Module):
             raise ValueError(f"ASTER expects (B, 3, H, W) input, got {tuple(x.shape)}")
         if self.config.use_stn:
             x = tps_rectify(x, self.stn_head, self.tps, sample_resized=False)
-        elif x.shape[2] != 32:
+        elif x.shape[2] != self.config.encoder_height:
             raise ValueError(
-                f"ASTER without STN needs 32-row inputs, got {tuple(x.shape)}; use preprocess()"
+                f"ASTER without STN needs {self.config.encoder_height}-row inputs, got "
+                f"{tuple(x.shape)}; use preprocess()"
             )
         return self.encoder(x).contiguous()
 
@@ -355,4 +376,9 @@ class ASTER(nn.Module):
         steps = torch.arange(targets.shape[1], device=x.device)
         mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(logits.dtype)
         nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-        return (nll * mask).sum() / x.shape[0]
+        loss = (nll * mask).sum() / x.shape[0]
+        if self.aux_ctc_head is not None:
+            rows = zip(targets.tolist(), lengths.tolist(), strict=True)
+            ids = [[i + 1 for i in row[: n - 1]] for row, n in rows]  # chars only; blank = 0
+            loss = loss + self.config.aux_ctc * aux_ctc_loss(self.aux_ctc_head(feats), ids)
+        return loss
