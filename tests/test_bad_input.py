@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,20 +33,8 @@ from stisr.data.images import ImageDecodeError, encode_png
 from stisr.data.lmdb_io import LmdbFormatError, LmdbReader, write_str_lmdb, write_textzoom_lmdb
 from stisr.engine.evaluate import evaluate
 from stisr.engine.train import TrainConfig, train
-
-
-def _img(w: int, h: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
-
-
-def _raw_lmdb(path: Path, records: dict[str, bytes]) -> Path:
-    env = lmdb.open(str(path), map_size=1 << 22)
-    with env.begin(write=True) as txn:
-        for k, v in records.items():
-            txn.put(k.encode(), v)
-    env.close()
-    return path
+from tests.data_helpers import random_image as _img
+from tests.data_helpers import raw_lmdb as _raw_lmdb
 
 
 def _str_records(n: int, override: dict[str, bytes | None]) -> dict[str, bytes]:

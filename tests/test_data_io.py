@@ -9,7 +9,6 @@ import shutil
 import stat
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 import torch
@@ -19,20 +18,8 @@ from stisr.data import images, lmdb_io, transforms
 from stisr.data.folder_io import read_gt_folder, write_gt_folder
 from stisr.data.images import ImageDecodeError, decode_image, encode_png
 from stisr.data.lmdb_io import LmdbFormatError, LmdbReader, write_str_lmdb, write_textzoom_lmdb
-
-
-def _img(w: int, h: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
-
-
-def _raw_lmdb(path: Path, records: dict[str, bytes]) -> Path:
-    env = lmdb.open(str(path), map_size=1 << 22)
-    with env.begin(write=True) as txn:
-        for k, v in records.items():
-            txn.put(k.encode(), v)
-    env.close()
-    return path
+from tests.data_helpers import random_image as _img
+from tests.data_helpers import raw_lmdb as _raw_lmdb
 
 
 def _encode(img: Image.Image, fmt: str) -> bytes:

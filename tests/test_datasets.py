@@ -6,13 +6,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import lmdb
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from stisr.data.datasets import (
@@ -25,20 +22,8 @@ from stisr.data.datasets import (
 from stisr.data.folder_io import write_gt_folder
 from stisr.data.images import ImageDecodeError, encode_png
 from stisr.data.lmdb_io import LmdbFormatError, LmdbReader, write_str_lmdb, write_textzoom_lmdb
-
-
-def _img(w: int, h: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
-
-
-def _raw_lmdb(path: Path, records: dict[str, bytes]) -> Path:
-    env = lmdb.open(str(path), map_size=1 << 22)
-    with env.begin(write=True) as txn:
-        for k, v in records.items():
-            txn.put(k.encode(), v)
-    env.close()
-    return path
+from tests.data_helpers import random_image as _img
+from tests.data_helpers import raw_lmdb as _raw_lmdb
 
 
 @pytest.fixture
