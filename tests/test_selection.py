@@ -12,27 +12,13 @@ from stisr.engine.checkpoint import load_checkpoint
 from stisr.engine.selection import Selector, split_holdout
 from stisr.engine.train import TrainConfig, train
 from stisr.models.registry import build_model
+from tests.test_engine import TINY_TSRN, _cfg
 
-TINY_TSRN = {"hidden_units": 4, "srb_nums": 1}
 TINY_CRNN = {"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8}
 
 
 def _sr_cfg(tz, steps, **kw) -> TrainConfig:
-    base = dict(
-        run="test/tsrn",
-        task="sr",
-        model="tsrn",
-        model_config=TINY_TSRN,
-        train_dirs=[str(tz / "train")],
-        losses={"mse": 1.0},
-        steps=steps,
-        batch_size=4,
-        checkpoint_every=2,
-        log_every=1,
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return _cfg([tz / "train"], steps, **kw)  # the engine tests' tiny TSRN run
 
 
 @pytest.fixture(scope="module")
