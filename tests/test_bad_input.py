@@ -216,7 +216,6 @@ def test_labels_without_charset_characters_are_dropped_and_counted(tmp_path: Pat
         open_dataset(tmp_path / "none", label_charset=EVAL_CHARSET)
 
 
-
 def test_recognizer_training_drops_and_counts_labels_it_cannot_emit(tmp_path: Path):
     from stisr.engine.train import TrainConfig, train
 

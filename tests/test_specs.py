@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,10 @@ def test_runs_with_settings_the_engine_lacks_are_not_trained():
     assert "not implemented yet" in plan.run_problem(params, "kdltr/abinet_ltr", runs)
     assert "distill" in plan.run_problem(params, "kdltr/abinet_ce", runs)
     assert plan.run_problem(params, "tsrn/srresnet", runs) is None
+    # A recognizer trains with its own loss: a weight on it would be silently ignored.
+    weighted = dict(runs)
+    weighted["zoo/crnn"] = dataclasses.replace(runs["zoo/crnn"], losses={"ctc": 2.0})
+    assert "weighted recognition losses" in plan.run_problem(params, "zoo/crnn", weighted)
     trains = plan.all_jobs(params, specs).trains
     assert not any(r.startswith("kdltr/") for r in trains)
     src = {"sr": "lr", "recognizer": "kdltr/abinet_ltr", "metric": "accuracy",

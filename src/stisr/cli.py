@@ -261,7 +261,6 @@ def cmd_complexity(args: argparse.Namespace) -> None:
     from stisr.metrics.complexity import (
         PAPER_COUNTS,
         PaperCount,
-        count_flops,
         count_parameters,
         measure_latency,
     )
@@ -298,11 +297,11 @@ def cmd_complexity(args: argparse.Namespace) -> None:
         "parts": {},
     }
     for name, model, x, count in parts:
-        flops = count_flops(model, x)
-        lat = measure_latency(model, x, warmup=1, repeats=5)
+        flops = count.count(model, x)
+        lat = measure_latency(count.wrap(model), x, warmup=1, repeats=5)
         part = {
             "params": count_parameters(model),
-            "flops": flops["rule_macs" if count.profiler_rules else "macs"] / 1e9,
+            "flops": flops["paper_macs"] / 1e9,
             "flops_all": flops["macs"] / 1e9,
             "true_flops": flops["flops"] / 1e9,
             "latency_ms": lat["mean_ms"],

@@ -181,6 +181,9 @@ def run_problem(params, run_id: str, runs: Mapping[str, RunSpec]) -> str | None:
         return f"{run_id}: loss {', '.join(missing)} not implemented yet"
     if unsupported := sorted(set(run.extra) - RUN_KEYS_HONOURED):
         return f"{run_id}: the training engine does not implement {', '.join(unsupported)} yet"
+    if run.task == "rec" and (len(run.losses) > 1 or any(w != 1 for w in run.losses.values())):
+        # A recognizer trains with its own `training_loss`; other weights would be ignored.
+        return f"{run_id}: weighted recognition losses {dict(run.losses)} not implemented yet"
     train = params.get("train", {})
     selecting = run.task == "sr" and train.get("selection", "last") != "last"
     if selecting and (why := recognizer_problem(params, train["selection_recognizer"], runs)):

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.charset import Charset
-from stisr.models.layers.config_utils import as_tuple, check_positive
+from stisr.models.layers.aux_ctc import aux_ctc_loss
+from stisr.models.layers.config_utils import as_tuple, check_positive, check_weight
 from stisr.models.layers.init import he_fan_out_
 
 # data/charset_36.txt of the official repositories: line i holds the character of class i + 1.
@@ -57,9 +58,14 @@ class ABINetBaseConfig:
     language_layers: int = 4
     language_detach: bool = True  # no gradient from the language model into the vision model
     iter_size: int = 3  # rounds of language-model refinement
+    # Weight of an auxiliary CTC loss on the vision backbone's column features (mean over rows),
+    # per token like the cross-entropies (models/layers/aux_ctc.py): a training aid for short CPU
+    # schedules. 0 = the official model (no extra parameters).
+    aux_ctc: float = 0.0
 
     def __post_init__(self) -> None:
         name = type(self).__name__
+        check_weight(self.aux_ctc, f"{name}.aux_ctc")
         for field in (
             "img_h",
             "img_w",
@@ -462,6 +468,10 @@ class ABINetFamily(nn.Module):
         self.max_length = cfg.max_length + 1
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
+        # CTC over the backbone columns; the end token (class 0) doubles as the blank.
+        self.aux_ctc_head = (
+            nn.Linear(cfg.d_model, self.charset.num_classes) if cfg.aux_ctc > 0 else None
+        )
 
     @property
     def num_classes(self) -> int:
@@ -492,6 +502,15 @@ class ABINetFamily(nn.Module):
             end = row.index(NULL_LABEL) if NULL_LABEL in row else len(row)
             texts.append(self.charset.decode(row[:end]))
         return texts
+
+    def aux_ctc_term(self, backbone_feature: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+        """Weighted auxiliary CTC on (N, E, H, W) backbone features (0 when switched off)."""
+        if self.aux_ctc_head is None:
+            return backbone_feature.new_zeros(())
+        columns = backbone_feature.mean(dim=2).transpose(1, 2)  # (N, W, E)
+        ids = [row[: n - 1] for row, n in zip(targets.tolist(), lengths.tolist(), strict=True)]
+        ctc = aux_ctc_loss(self.aux_ctc_head(columns), ids)
+        return self.config.aux_ctc * ctc / lengths.float().mean()
 
     def encode_targets(self, labels: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
         """Class targets (N, T) padded with the end token and lengths (N,) counting it."""

@@ -30,6 +30,12 @@ def check_positive(value: Any, where: str) -> None:
         raise ValueError(f"{where} must be a positive integer, got {value!r}")
 
 
+def check_weight(value: Any, where: str) -> None:
+    """ValueError naming `where` unless `value` is a number >= 0 (a loss weight)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{where} must be a number >= 0, got {value!r}")
+
+
 def check_input(x: Tensor, channels: int, model: str) -> None:
     """ValueError naming the model unless `x` is a (B, channels, H, W) batch."""
     if x.dim() != 4 or x.shape[1] != channels:

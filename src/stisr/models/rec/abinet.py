@@ -55,6 +55,7 @@ class ABINetOutputs(NamedTuple):
     language: list[Tensor]  # one (N, T, C) per iteration
     alignment: list[Tensor]  # one (N, T, C) per iteration; the last is the prediction
     attn_scores: Tensor  # (N, T, H, W) vision attention maps
+    backbone_feature: Tensor  # (N, E, H, W) the vision backbone's output
 
 
 class ABINet(ABINetFamily):
@@ -79,7 +80,7 @@ class ABINet(ABINetFamily):
             logits = self.alignment(l_feature, v.feature)
             all_l.append(l_logits)
             all_a.append(logits)
-        return ABINetOutputs(v.logits, all_l, all_a, v.attn_scores)
+        return ABINetOutputs(v.logits, all_l, all_a, v.attn_scores, v.backbone_feature)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_all(x).alignment[-1]
@@ -100,6 +101,7 @@ class ABINet(ABINetFamily):
             sequence_cross_entropy([out.vision], targets, lengths)
             + sequence_cross_entropy(out.language, targets, lengths)
             + sequence_cross_entropy(out.alignment, targets, lengths)
+            + self.aux_ctc_term(out.backbone_feature, targets, lengths)
         )
 
 

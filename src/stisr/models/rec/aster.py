@@ -35,7 +35,12 @@ from torch import Tensor, nn
 
 from stisr.charset import EVAL_CHARSET, FULL_CHARSET, Charset, normalize_label
 from stisr.models.layers.aux_ctc import aux_ctc_loss
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
+from stisr.models.layers.config_utils import (
+    as_tuple,
+    check_choice,
+    check_positive,
+    check_weight,
+)
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
 
 # Stride of the first block of encoder.layer1..layer5 (height, width): 32 rows collapse to 1.
@@ -77,6 +82,7 @@ class ASTERConfig:
             check_positive(getattr(self, name), f"ASTERConfig.{name}")
         for w in (*self.widths, *self.blocks):
             check_positive(w, "ASTERConfig.widths/blocks")
+        check_weight(self.aux_ctc, "ASTERConfig.aux_ctc")
         check_choice(self.voc_type, tuple(_VOCABS), "ASTERConfig.voc_type")
         check_choice(self.stn_activation, ("none", "sigmoid"), "ASTERConfig.stn_activation")
         self.stn_input_size = as_tuple(self.stn_input_size, 2, int, "ASTERConfig.stn_input_size")

@@ -133,6 +133,7 @@ class MATRNOutputs(NamedTuple):
     semantic: list[Tensor]  # multi-modal semantic branch, one per iteration
     final: list[Tensor]  # fused output, one per iteration; the last is the prediction
     attn_scores: Tensor  # (N, T, H, W) vision attention maps
+    backbone_feature: Tensor  # (N, E, H, W) the vision backbone's output
 
 
 class MATRN(ABINetFamily):
@@ -161,7 +162,9 @@ class MATRN(ABINetFamily):
             )
             for key, value in zip(outs, (l_logits, vis, sem, logits), strict=True):
                 outs[key].append(value)
-        return MATRNOutputs(v.logits, **outs, attn_scores=v.attn_scores)
+        return MATRNOutputs(
+            v.logits, **outs, attn_scores=v.attn_scores, backbone_feature=v.backbone_feature
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.forward_all(x)
@@ -184,6 +187,7 @@ class MATRN(ABINetFamily):
             + sequence_cross_entropy(out.language, targets, lengths)
             + self.config.alignment_loss_weight
             * sequence_cross_entropy(multi_modal, targets, lengths)
+            + self.aux_ctc_term(out.backbone_feature, targets, lengths)
         )
 
 

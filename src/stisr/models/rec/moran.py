@@ -32,7 +32,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.charset import EVAL_CHARSET, Charset
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
+from stisr.models.layers.aux_ctc import aux_ctc_loss
+from stisr.models.layers.config_utils import (
+    as_tuple,
+    check_choice,
+    check_positive,
+    check_weight,
+)
 
 LUMA = (0.299, 0.587, 0.114)
 EOS_CHAR = "$"
@@ -61,10 +67,15 @@ class MORANConfig:
     morn_refinements: int = 1  # extra MORN passes at inference (official `enhance=1`)
     input_norm: str = "unit"  # "unit": [0, 1] as TextZoom feeds it; "symmetric": [-1, 1]
     align_corners: bool = True
+    # Weight of an auxiliary CTC loss on ASRN's BiLSTM features (models/layers/aux_ctc.py), per
+    # token like the decoders' cross-entropy: a training aid for short CPU schedules. 0 = the
+    # official model (no extra parameters).
+    aux_ctc: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("img_w", "hidden", "embedding_dim", "max_len"):
             check_positive(getattr(self, name), f"MORANConfig.{name}")
+        check_weight(self.aux_ctc, "MORANConfig.aux_ctc")
         if self.img_h != 32:
             raise ValueError(
                 f"MORANConfig.img_h must be 32 (ASRN collapses 32 rows), got {self.img_h}"
@@ -322,6 +333,8 @@ class MORAN(nn.Module):
         self.eos = ALPHABET.index(EOS_CHAR)
         self.MORN = MORN(1, cfg.morn_widths, (cfg.img_h, cfg.img_w), cfg.align_corners)
         self.ASRN = ASRN(cfg, 1, self.num_classes)
+        # CTC classes: blank 0, then MORAN's 36 characters ('$' is not a CTC target).
+        self.aux_ctc_head = nn.Linear(cfg.hidden, self.eos + 1) if cfg.aux_ctc > 0 else None
 
     def preprocess(self, rgb: Tensor) -> Tensor:
         """(B, 3|4, H, W) RGB(M) in [0, 1] -> luma (B, 1, 32, img_w)."""
@@ -399,4 +412,11 @@ class MORAN(nn.Module):
         for d, decoder in enumerate(self.ASRN.decoders()):
             logits = decoder.teacher_forced(feats, targets[:, d], jitter=True)
             losses.append(F.cross_entropy(logits[mask].float(), targets[:, d][mask]))
-        return torch.stack(losses).mean()
+        loss = torch.stack(losses).mean()
+        if self.aux_ctc_head is not None:
+            # Per-sample CTC divided by the mean label+'$' length: the same per-token scale.
+            rows = (targets[:, 0] + 1).tolist()
+            ids = [row[: n - 1] for row, n in zip(rows, lengths.tolist(), strict=True)]
+            ctc = aux_ctc_loss(self.aux_ctc_head(feats.transpose(0, 1)), ids)
+            loss = loss + cfg.aux_ctc * ctc / lengths.float().mean()
+        return loss

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.charset import FULL_CHARSET, Charset
-from stisr.models.layers.config_utils import check_positive
+from stisr.models.layers.aux_ctc import aux_ctc_loss
+from stisr.models.layers.config_utils import check_positive, check_weight
 from stisr.models.layers.init import vit_init_
 from stisr.models.layers.parseq_blocks import (
     TokenEmbedding,
@@ -72,8 +73,13 @@ class PARSeqConfig:
     perm_num: int = 6
     perm_forward: bool = True
     perm_mirrored: bool = True
+    # Weight of an auxiliary CTC loss on the encoder's patch columns (mean over rows), per token
+    # like the PLM loss (models/layers/aux_ctc.py): a training aid for short CPU schedules.
+    # 0 = the official model (no extra parameters).
+    aux_ctc: float = 0.0
 
     def __post_init__(self) -> None:
+        check_weight(self.aux_ctc, "PARSeqConfig.aux_ctc")
         for name in (
             "img_h",
             "img_w",
@@ -173,6 +179,8 @@ class PARSeq(nn.Module):
         self.text_embed = TokenEmbedding(num_chars + 3, dim)
         self.pos_queries = nn.Parameter(torch.empty(1, cfg.max_label_length + 1, dim))
         self.dropout = nn.Dropout(cfg.dropout)
+        # CTC over the patch columns; EOS (id 0) doubles as the blank.
+        self.aux_ctc_head = nn.Linear(dim, num_chars + 1) if cfg.aux_ctc > 0 else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -257,7 +265,19 @@ class PARSeq(nn.Module):
                 weight += n
             if i == 1:  # EOS is learnt from the canonical and the reversed order only
                 tgt_out = torch.where(tgt_out == EOS_ID, self.pad_id, tgt_out)
-        return total / max(weight, 1)
+        loss = total / max(weight, 1)
+        if self.aux_ctc_head is not None:
+            loss = loss + self._aux_ctc(memory, tgt)
+        return loss
+
+    def _aux_ctc(self, memory: Tensor, tgt: Tensor) -> Tensor:
+        """Weighted CTC of the patch columns against the label ids, per label+EOS token."""
+        cfg = self.config
+        rows, cols = cfg.img_h // cfg.patch_h, cfg.img_w // cfg.patch_w
+        columns = memory.unflatten(1, (rows, cols)).mean(dim=1)  # (B, cols, E)
+        ids = [[t for t in seq[1:] if t not in (EOS_ID, self.pad_id)] for seq in tgt.tolist()]
+        tokens = sum(len(i) + 1 for i in ids) / len(ids)
+        return cfg.aux_ctc * aux_ctc_loss(self.aux_ctc_head(columns), ids) / tokens
 
     # --- helpers --------------------------------------------------------------------------
     def encode_labels(self, labels: Sequence[str], device: torch.device) -> Tensor:
