@@ -294,3 +294,16 @@ def test_to_tensor_sizes_and_bicubic_resize():
     assert transforms.to_tensor(img.convert("L"), (8, 4), mask=False).shape == (3, 4, 8)
     with pytest.raises(ValueError, match="size"):
         transforms.to_tensor(img, (0, 16), mask=False)
+
+
+def test_atomic_path_keeps_the_old_file_when_the_write_fails(tmp_path: Path):
+    from stisr.atomic_io import atomic_path, atomic_write_text
+
+    target = atomic_write_text(tmp_path / "metrics.json", "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"

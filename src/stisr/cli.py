@@ -257,7 +257,7 @@ def cmd_complexity(args: argparse.Namespace) -> None:
     """
     import torch
 
-    from stisr.engine.checkpoint import atomic_write_text
+    from stisr.atomic_io import atomic_write_text
     from stisr.metrics.complexity import (
         PAPER_COUNTS,
         PaperCount,
@@ -386,7 +386,7 @@ def cmd_recognize(args: argparse.Namespace) -> None:
         for p in preds
     ]
     if args.out:
-        from stisr.engine.checkpoint import atomic_write_text
+        from stisr.atomic_io import atomic_write_text
 
         atomic_write_text(Path(args.out), "\n".join(lines) + "\n")
         log.info("%d predictions written to %s", len(preds), args.out)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from stisr.atomic_io import replace_dir
 from stisr.data.images import encode_png
 
 __all__ = ["GT_FILE", "read_gt_folder", "write_gt_folder"]
@@ -77,23 +78,8 @@ def write_gt_folder(root: Path, samples: Iterable[tuple[Image.Image, str]]) -> i
             lines.append(f"{rel}\t{label}\n")
         (tmp / GT_FILE).write_text("".join(lines), encoding="utf-8")
         os.chmod(tmp, 0o755)
-        _swap_in(tmp, root)
+        replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return count
-
-
-def _swap_in(src: Path, dst: Path) -> None:
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rmdir(old)
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -27,6 +27,7 @@ from typing import Any
 import lmdb
 from PIL import Image
 
+from stisr.atomic_io import replace_dir
 from stisr.data.images import decode_image, encode_png
 
 __all__ = [
@@ -111,30 +112,11 @@ def _write_lmdb(path: Path, records: Iterator[list[tuple[bytes, bytes]]]) -> int
         if lock.exists():
             lock.unlink()  # holds pids/reader slots: never part of the dataset
         os.chmod(tmp, 0o755)
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return count
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``; an existing ``dst`` is removed only once ``src`` is in place."""
-    if not dst.exists() and not dst.is_symlink():
-        os.replace(src, dst)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
-    os.rmdir(old)
-    os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
 
 
 def write_textzoom_lmdb(path: Path, samples: Iterable[tuple[Image.Image, Image.Image, str]]) -> int:

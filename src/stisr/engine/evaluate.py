@@ -20,8 +20,9 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
+from stisr.atomic_io import atomic_write_text
 from stisr.data.datasets import collate_kept, open_dataset
-from stisr.engine.checkpoint import atomic_write_text, load_model
+from stisr.engine.checkpoint import load_model
 from stisr.engine.provenance import provenance
 from stisr.metrics.accuracy import correct_mask, weighted_average
 from stisr.metrics.image_quality import psnr, ssim

@@ -25,11 +25,11 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from stisr.atomic_io import atomic_write_text
 from stisr.charset import EVAL_CHARSET, Charset
 from stisr.data.datasets import collate, open_dataset
 from stisr.engine.checkpoint import (
     atomic_save,
-    atomic_write_text,
     load_checkpoint,
     load_model,
     model_payload,

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import offset_copy
 from PIL import Image
 
+from stisr.atomic_io import atomic_write_bytes, atomic_write_text
 from stisr.charset import normalize_label
 from stisr.config import work_name
 from stisr.metrics.accuracy import wrong_char_positions
@@ -40,8 +41,6 @@ from stisr.papers.spec import (
 )
 from stisr.report.tables import (
     REPRODUCED,
-    atomic_write_bytes,
-    atomic_write_text,
     cell_value,
     compute_table,
     read_json,

@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from stisr.atomic_io import atomic_write_text
 from stisr.papers.spec import PaperSpec, TableSpec
-from stisr.report.tables import atomic_write_text, coverage_of, data_banner
+from stisr.report.tables import coverage_of, data_banner
 
 NOT_GENERATED = "not generated yet"
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from stisr.atomic_io import atomic_write_text
 from stisr.papers import plan
 from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec, load_common
 
@@ -47,28 +46,6 @@ _COMPLEXITY_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms
 
 
 # --- atomic writes (shared by figures.py and index.py) -------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write via a temp file in the same folder so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-# --- reading one cell ----------------------------------------------------------------------------
 
 
 def read_json(path: Path, cache: dict[Path, Any] | None = None) -> Any:
