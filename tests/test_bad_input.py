@@ -217,19 +217,12 @@ def test_labels_without_charset_characters_are_dropped_and_counted(tmp_path: Pat
 
 
 def test_recognizer_training_drops_and_counts_labels_it_cannot_emit(tmp_path: Path):
-    from stisr.engine.train import TrainConfig, train
+    from stisr.engine.train import train
+    from tests.test_engine import _rec_cfg
 
     labels = ["word", "!!!", "ab", "??", "cd", "ef"]
     write_str_lmdb(tmp_path / "s", [(_img(40, 12, i), lab) for i, lab in enumerate(labels)])
-    cfg = TrainConfig(
-        run="test/crnn",
-        task="rec",
-        model="crnn",
-        model_config={"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8},
-        train_dirs=[str(tmp_path / "s")],
-        steps=1,
-        batch_size=2,
-    )
+    cfg = _rec_cfg([tmp_path / "s"], 1, batch_size=2)
     metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["dropped_labels"] == 2 and metrics["train_images"] == 4
 

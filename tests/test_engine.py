@@ -16,6 +16,7 @@ from stisr.engine.evaluate import evaluate
 from stisr.engine.train import EXIT_REQUEUE, StepBatchSampler, TrainConfig, train
 
 TINY_TSRN = {"hidden_units": 4, "srb_nums": 1}
+TINY_CRNN = {"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8}
 
 
 def _cfg(data_dirs, steps, **kw) -> TrainConfig:
@@ -34,6 +35,12 @@ def _cfg(data_dirs, steps, **kw) -> TrainConfig:
     )
     base.update(kw)
     return TrainConfig(**base)
+
+
+def _rec_cfg(data_dirs, steps, **kw) -> TrainConfig:
+    """The tiny CRNN recognition run the engine, selection and bad-input tests share."""
+    rec = dict(run="test/crnn", task="rec", model="crnn", model_config=TINY_CRNN, losses={})
+    return _cfg(data_dirs, steps, **{**rec, **kw})
 
 
 def _weights(path):
@@ -93,17 +100,7 @@ def test_sigterm_checkpoints_and_exits_for_requeue(tiny_textzoom, tmp_path, monk
 
 
 def test_recognizer_training_and_evaluation(tiny_str, tiny_textzoom, tmp_path):
-    cfg = TrainConfig(
-        run="test/crnn",
-        task="rec",
-        model="crnn",
-        model_config={"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8},
-        train_dirs=[str(tiny_str / "train")],
-        steps=3,
-        batch_size=8,
-        checkpoint_every=2,
-        log_every=1,
-    )
+    cfg = _rec_cfg([tiny_str / "train"], 3, batch_size=8)
     metrics = train(cfg, tmp_path / "crnn", progress=False)
     assert metrics["steps"] == 3 and metrics["parameters"] > 0
     assert load_model(tmp_path / "crnn/model.pt").training is True  # rebuilt, weights loaded

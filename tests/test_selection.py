@@ -12,9 +12,7 @@ from stisr.engine.checkpoint import load_checkpoint
 from stisr.engine.selection import Selector, split_holdout
 from stisr.engine.train import TrainConfig, train
 from stisr.models.registry import build_model
-from tests.test_engine import TINY_TSRN, _cfg
-
-TINY_CRNN = {"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8}
+from tests.test_engine import TINY_TSRN, _cfg, _rec_cfg
 
 
 def _sr_cfg(tz, steps, **kw) -> TrainConfig:
@@ -24,16 +22,7 @@ def _sr_cfg(tz, steps, **kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def tiny_crnn(tiny_str, tmp_path_factory):
     out = tmp_path_factory.mktemp("crnn")
-    cfg = TrainConfig(
-        run="test/crnn",
-        task="rec",
-        model="crnn",
-        model_config=TINY_CRNN,
-        train_dirs=[str(tiny_str / "train")],
-        steps=1,
-        batch_size=4,
-    )
-    train(cfg, out, progress=False)
+    train(_rec_cfg([tiny_str / "train"], 1), out, progress=False)
     return out / "model.pt"
 
 
