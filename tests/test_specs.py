@@ -175,3 +175,22 @@ def test_every_tsrn_table_cell_is_planned_once_its_recognizers_are_trained():
                 assert plan.cell_status(enabled, src, runs) is None, (table.id, row.id, col.id)
                 why = plan.cell_status(params, src, runs)
                 assert why is None or "scales.demo.recognizers" in why, (row.id, col.id, why)
+
+
+def test_complexity_cells_need_the_architecture_not_trained_weights():
+    """Parameters/FLOPs are measured at paper scale from the model code: a recognizer that is not
+    trained at this scale is still counted, while its accuracy cells say why they are empty."""
+    params = load_params(REPO / "params.yaml")
+    params["scales"]["demo"]["recognizers"] = ["crnn"]
+    runs = all_runs(load_specs())
+    flops = {"sr": "lr", "recognizer": "parseq", "metric": "flops"}
+    accuracy = {
+        "sr": "lr",
+        "recognizer": "parseq",
+        "metric": "accuracy",
+        "testset": "textzoom_test",
+    }
+    assert plan.cell_status(params, flops, runs) is None
+    assert "not trained on embedded data" in plan.cell_status(params, accuracy, runs)
+    external = {"sr": "lr", "recognizer": "ppocr", "metric": "flops"}
+    assert "not measured" in plan.cell_status(params, external, runs)

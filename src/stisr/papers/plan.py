@@ -208,13 +208,30 @@ def cell_status(params, src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> 
     sr, rec = src.get("sr"), src.get("recognizer")
     if src.get("metric") in ("psnr", "ssim"):
         rec = None
+    if src.get("metric") in COMPLEXITY_METRICS:
+        return complexity_problem(params, sr, rec, runs)
     if sr is not None and sr not in PSEUDO_SR and (why := run_problem(params, sr, runs)):
         return why
     if rec is not None and (problem := recognizer_problem(params, rec, runs)):
         return problem
-    complexity = src.get("metric") in COMPLEXITY_METRICS
-    if complexity and rec is not None and resolve_recognizer(params, rec, runs).external:
+    return None
+
+
+def complexity_problem(params, sr: str | None, rec: str | None, runs) -> str | None:
+    """Parameters and FLOPs are properties of the paper-scale architecture: they need the model
+    code and a run setting it implements, not trained weights, so a recognizer that is not trained
+    at this scale is still counted."""
+    if sr is not None and sr not in PSEUDO_SR and (why := run_problem(params, sr, runs)):
+        return why
+    if rec is None:
+        return None
+    resolved = resolve_recognizer(params, rec, runs)
+    if resolved.external:
         return f"the complexity of the external recognizer {rec} is not measured"
+    if not is_implemented(resolved.model):
+        return f"recognizer {rec} not implemented yet"
+    if resolved.run and (why := run_problem(params, resolved.run, runs)):
+        return f"recognizer {rec}: {why}"
     return None
 
 
