@@ -316,3 +316,23 @@ def test_shipped_specs_without_metrics(tmp_path: Path, monkeypatch: pytest.Monke
         out = tmp_path / "results" / fig.paper / f"{fig.id}.png"
         assert write_figure(fig, params, runs, out) is False, fig.key
         assert json.loads(out.with_suffix(".json").read_text())["reason"], fig.key
+
+
+def test_figure_baseline_line_is_planned_and_never_silently_dropped(metrics, tmp_path: Path):
+    """The dotted reference line (e.g. LR per recognizer) is in no table: the plan schedules its
+    evaluation, and a figure without it says so instead of quietly leaving the line out."""
+    runs = all_runs({"fake": metrics})
+    f1 = next(f for f in metrics.figures if f.id == "f1")
+    moved = replace(f1, options={**f1.options, "baseline": {"sr": "hr", "style": "dotted"}})
+    sources = plan.figure_baseline_sources(moved, metrics)
+    assert sources == {"fake/reader": {**sources["fake/reader"], "sr": "hr", "subset": "average"}}
+    spec = replace(metrics, figures=[moved])
+    assert plan.figure_jobs(PARAMS, spec, runs).evaluations == (
+        ("hr", "fake/reader", "textzoom_test"),
+    )
+    out = tmp_path / "f1.png"
+    assert write_figure(moved, PARAMS, runs, out, spec=metrics) is False
+    reason = json.loads(out.with_suffix(".json").read_text())["reason"]
+    assert reason.startswith("2 of 3 points computed") and "hr/fake/reader" in reason
+    _write_eval("hr", "fake/reader", {"average": {"accuracy": 0.9, "size": 6}})
+    assert write_figure(moved, PARAMS, runs, out, spec=metrics) is True

@@ -10,7 +10,10 @@ def table_evals(paper, table_id):
 
 
 def paper_evals(paper):
-    return sorted({p for t in SPECS[paper].tables for p in table_evals(paper, t.id)})
+    """Every metrics file the paper's tables and figures read."""
+    figures = plan.figure_jobs(config, SPECS[paper], RUNS).evaluations
+    extra = {str(plan.eval_path(config, *e)) for e in figures}
+    return sorted({p for t in SPECS[paper].tables for p in table_evals(paper, t.id)} | extra)
 
 
 rule table:

@@ -16,7 +16,16 @@ from stisr.config import work_name
 from stisr.data.fetch import load_sources
 from stisr.losses import LOSSES
 from stisr.models.registry import is_implemented
-from stisr.papers.spec import PSEUDO_SR, PaperSpec, RunSpec, TableSpec, all_runs, load_common
+from stisr.papers.spec import (
+    PSEUDO_SR,
+    FigureSpec,
+    PaperSpec,
+    RunSpec,
+    TableSpec,
+    all_runs,
+    load_common,
+    qualify,
+)
 
 COMPLEXITY_METRICS = ("params", "flops", "latency")
 
@@ -297,14 +306,52 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
     return needed
 
 
+def figure_baseline_sources(fig: FigureSpec, spec: PaperSpec) -> dict[str, dict[str, Any]]:
+    """Recognizer -> cell source of the reference line of an `accuracy_by_method` figure (e.g.
+    LR read by each recognizer): the first row's cell with `baseline.sr` as its input. These
+    cells are in no table, so the workflow plans their evaluations from here."""
+    opts = fig.options
+    baseline = opts.get("baseline") or {}
+    if fig.kind != "accuracy_by_method" or not baseline.get("sr"):
+        return {}
+    table = next(t for t in spec.tables if t.id == opts.get("table"))
+    rows = [r for r in table.rows if not r.derive]
+    first = (
+        next((r for r in rows if r.id == opts["rows"][0]), rows[0]) if opts.get("rows") else rows[0]
+    )
+    subset = opts.get("subset", "average")
+    out = {}
+    for rec in opts.get("recognizers") or []:
+        rec = qualify(fig.paper, str(rec), "recognizer")
+        for col in table.columns:
+            src = table.cell_source(first, col)
+            if src.get("recognizer") == rec and src.get("subset") == subset:
+                out[rec] = {**src, "sr": qualify(fig.paper, str(baseline["sr"]))}
+                break
+    return out
+
+
+def figure_jobs(params, spec: PaperSpec, runs: Mapping[str, RunSpec]) -> Jobs:
+    """Evaluations the figures of one paper read beyond its tables' cells."""
+    evals = set()
+    for fig in spec.figures:
+        for src in figure_baseline_sources(fig, spec).values():
+            if cell_status(params, src, runs) is None:
+                evals.add(cell_job(src)[1])
+    trains = set()
+    for sr, rec, _ in evals:
+        trains |= _needed_runs(params, sr, rec, runs)
+    return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), ())
+
+
 def all_jobs(params, specs: Mapping[str, PaperSpec]) -> Jobs:
     runs = all_runs(dict(specs))
     trains: set[str] = set()
     evals: set[tuple[str, str, str]] = set()
     comps: set[tuple[str, str]] = set()
     for paper in params["papers"]:
-        for table in specs[paper].tables:
-            j = table_jobs(params, table, runs)
+        parts = [table_jobs(params, t, runs) for t in specs[paper].tables]
+        for j in [*parts, figure_jobs(params, specs[paper], runs)]:
             trains |= set(j.trains)
             evals |= set(j.evaluations)
             comps |= set(j.complexities)

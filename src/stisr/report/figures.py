@@ -138,18 +138,19 @@ def _accuracy_by_method(
     xs = np.arange(len(rows))
     colors = [f"C{i}" for i in range(len(recognizers))]
     baseline = opts.get("baseline") or {}
+    baselines = plan.figure_baseline_sources(fig, spec)
+    n_total += len(baselines)
     for rec, color in zip(recognizers, colors, strict=True):
         name = _rec_label(rec)
         ax.plot(xs, ours[rec], "-o", color=color, label=f"{name} (ours)", ms=4)
         ax.plot(xs + 0.15, paper[rec], "D", color=color, alpha=0.3, mfc="none",
                 label=f"{name} (paper)", ms=4)  # fmt: skip
-        if baseline.get("sr"):
-            col = next(c for c in table.columns if _matches(table, rows[0], c, rec, subset))
-            src = {**table.cell_source(rows[0], col)}
-            src["sr"] = qualify(fig.paper, str(baseline["sr"]))
-            _check_ref(src["sr"], "sr", runs)
-            value, _ = cell_value(params, src, runs, table.metric_format)
-            if value is not None:
+        if rec in baselines:
+            _check_ref(baselines[rec]["sr"], "sr", runs)
+            value, why = cell_value(params, baselines[rec], runs, table.metric_format)
+            if value is None:
+                reasons.append(f"{baseline['sr']}/{rec}: {why}")
+            else:
                 style = ":" if baseline.get("style", "dotted") == "dotted" else "--"
                 ax.axhline(value, ls=style, color=color, lw=1, label=f"{name} {baseline['sr']}")
     ax.set_xticks(xs, [r.label for r in rows], rotation=30, ha="right", fontsize=8)
@@ -160,6 +161,7 @@ def _accuracy_by_method(
     figure.tight_layout()
     reason = None
     if reasons:
+        n_done = n_total - len(reasons)
         reason = f"{n_done} of {n_total} points computed; first missing: {reasons[0]}"
     return figure, reason
 
