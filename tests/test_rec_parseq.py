@@ -9,15 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from stisr.charset import FULL_CHARSET
+from stisr.config import load_params
 from stisr.models.rec.parseq import (
     EOS_ID,
-    PARSEQ_DEMO,
     PARSEQ_TINY,
     PARSeq,
     PARSeqConfig,
     official_state_dict,
 )
 from tests.recognizer_checks import fit_losses
+
+from .conftest import REPO
 
 TINY = {
     "embed_dim": 16,
@@ -218,5 +220,6 @@ def test_config_validation_and_demo() -> None:
         PARSeqConfig(charset="aab")
     with pytest.raises(ValueError, match="perm_num"):
         PARSeqConfig(perm_num=3)
-    demo = PARSeq(PARSeqConfig(**PARSEQ_DEMO))
+    demo_config = load_params(REPO / "params.yaml")["scales"]["demo"]["models"]["parseq"]
+    demo = PARSeq(PARSeqConfig(**demo_config))  # the workflow's demo model: 36 characters
     assert demo.head.out_features == 37 and demo.text_embed.embedding.num_embeddings == 39

@@ -306,28 +306,33 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
     return needed
 
 
+def recognizer_column(table: TableSpec, row: Any, rec: str, subset: str) -> Any | None:
+    """The column of `table` whose cell in `row` is read by `rec` on `subset` (None if none)."""
+    for col in table.columns:
+        src = table.cell_source(row, col)
+        if src.get("recognizer") == rec and src.get("subset") == subset:
+            return col
+    return None
+
+
 def figure_baseline_sources(fig: FigureSpec, spec: PaperSpec) -> dict[str, dict[str, Any]]:
     """Recognizer -> cell source of the reference line of an `accuracy_by_method` figure (e.g.
-    LR read by each recognizer): the first row's cell with `baseline.sr` as its input. These
-    cells are in no table, so the workflow plans their evaluations from here."""
+    LR read by each recognizer): the first plotted row's cell with `baseline.sr` as its input.
+    These cells are in no table, so the workflow plans their evaluations from here."""
     opts = fig.options
     baseline = opts.get("baseline") or {}
     if fig.kind != "accuracy_by_method" or not baseline.get("sr"):
         return {}
     table = next(t for t in spec.tables if t.id == opts.get("table"))
-    rows = [r for r in table.rows if not r.derive]
-    first = (
-        next((r for r in rows if r.id == opts["rows"][0]), rows[0]) if opts.get("rows") else rows[0]
-    )
+    row_ids = opts.get("rows") or [r.id for r in table.rows if not r.derive]
+    first = next(r for r in table.rows if r.id == row_ids[0])
     subset = opts.get("subset", "average")
     out = {}
     for rec in opts.get("recognizers") or []:
         rec = qualify(fig.paper, str(rec), "recognizer")
-        for col in table.columns:
+        if (col := recognizer_column(table, first, rec, subset)) is not None:
             src = table.cell_source(first, col)
-            if src.get("recognizer") == rec and src.get("subset") == subset:
-                out[rec] = {**src, "sr": qualify(fig.paper, str(baseline["sr"]))}
-                break
+            out[rec] = {**src, "sr": qualify(fig.paper, str(baseline["sr"]))}
     return out
 
 

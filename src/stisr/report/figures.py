@@ -119,7 +119,7 @@ def _accuracy_by_method(
     for rec in recognizers:
         ours[rec], paper[rec] = [], []
         for row in rows:
-            col = next((c for c in table.columns if _matches(table, row, c, rec, subset)), None)
+            col = plan.recognizer_column(table, row, rec, subset)
             if col is None:
                 raise NotReproduced(f"spec problem: {table.key} has no {rec} {subset} column")
             cell = frame.loc[(row.id, col.id)]
@@ -128,9 +128,9 @@ def _accuracy_by_method(
             paper[rec].append(_num(cell["paper"]))
             if not ok:
                 reasons.append(f"{row.label}/{rec}: {cell['status']}")
-    n_total = len(rows) * len(recognizers)
-    n_done = n_total - len(reasons)
-    if n_done == 0:
+    baselines = plan.figure_baseline_sources(fig, spec)
+    n_total = len(rows) * len(recognizers) + len(baselines)
+    if len(reasons) == len(rows) * len(recognizers):
         raise NotReproduced(f"no point computed ({reasons[0]})" if reasons else "no points")
     percent = table.metric_format == "percent"
     figure = _new_figure(max(6.0, 0.75 * len(rows) + 2.5), 4.2)
@@ -138,8 +138,6 @@ def _accuracy_by_method(
     xs = np.arange(len(rows))
     colors = [f"C{i}" for i in range(len(recognizers))]
     baseline = opts.get("baseline") or {}
-    baselines = plan.figure_baseline_sources(fig, spec)
-    n_total += len(baselines)
     for rec, color in zip(recognizers, colors, strict=True):
         name = _rec_label(rec)
         ax.plot(xs, ours[rec], "-o", color=color, label=f"{name} (ours)", ms=4)
@@ -164,11 +162,6 @@ def _accuracy_by_method(
         n_done = n_total - len(reasons)
         reason = f"{n_done} of {n_total} points computed; first missing: {reasons[0]}"
     return figure, reason
-
-
-def _matches(table: TableSpec, row: Any, col: Any, rec: str, subset: str) -> bool:
-    src = table.cell_source(row, col)
-    return src.get("recognizer") == rec and src.get("subset") == subset
 
 
 def _rec_label(rec: str) -> str:

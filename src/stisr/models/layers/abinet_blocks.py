@@ -509,8 +509,7 @@ class ABINetFamily(nn.Module):
             return backbone_feature.new_zeros(())
         columns = backbone_feature.mean(dim=2).transpose(1, 2)  # (N, W, E)
         ids = [row[: n - 1] for row, n in zip(targets.tolist(), lengths.tolist(), strict=True)]
-        ctc = aux_ctc_loss(self.aux_ctc_head(columns), ids)
-        return self.config.aux_ctc * ctc / lengths.float().mean()
+        return self.config.aux_ctc * aux_ctc_loss(self.aux_ctc_head(columns), ids, per_token=True)
 
     def encode_targets(self, labels: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
         """Class targets (N, T) padded with the end token and lengths (N,) counting it."""

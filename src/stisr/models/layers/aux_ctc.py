@@ -4,8 +4,7 @@ A training aid for attention recognizers on short CPU schedules: CTC aligns the 
 with the characters early, so the attention decoder starts reading the image instead of only a
 word prior. At demo scale on embedded data ASTER, MORAN, ABINet, MATRN and PARSeq all stayed at
 0% for 800-3,000 steps without it (embedded ASTER: 13.7% at 3,000 steps with it). Off, with no
-extra parameters, in the official configurations; inference never uses it. Each model divides it
-by its mean tokens per word when its own loss is a per-token mean.
+extra parameters, in the official configurations; inference never uses it.
 """
 
 from __future__ import annotations
@@ -17,11 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def aux_ctc_loss(logits: Tensor, labels: Sequence[Sequence[int]]) -> Tensor:
+def aux_ctc_loss(
+    logits: Tensor, labels: Sequence[Sequence[int]], per_token: bool = False
+) -> Tensor:
     """logits (B, T, n + 1) with blank 0; labels: character ids 1..n per sample.
 
-    Summed over the batch and divided by its size, like the attention losses it is added to;
-    a label that cannot fit T frames contributes 0 (`zero_infinity`).
+    Summed over the batch and divided by its size (per sample, like ASTER's summed token loss),
+    or with `per_token` also by the mean label length + 1 (per label + end token, like the
+    token-mean cross-entropies of MORAN, ABINet, MATRN and PARSeq). A label that cannot fit T
+    frames contributes 0 (`zero_infinity`).
     """
     if logits.shape[0] != len(labels):
         raise ValueError(f"aux_ctc_loss got {len(labels)} labels for {logits.shape[0]} samples")
@@ -33,4 +36,7 @@ def aux_ctc_loss(logits: Tensor, labels: Sequence[Sequence[int]]) -> Tensor:
     loss = F.ctc_loss(
         log_probs, targets, input_lengths, target_lengths, reduction="sum", zero_infinity=True
     )
-    return loss / len(labels)
+    loss = loss / len(labels)
+    if per_token:
+        loss = loss / (sum(len(ids) + 1 for ids in labels) / len(labels))
+    return loss

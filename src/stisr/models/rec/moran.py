@@ -414,9 +414,9 @@ class MORAN(nn.Module):
             losses.append(F.cross_entropy(logits[mask].float(), targets[:, d][mask]))
         loss = torch.stack(losses).mean()
         if self.aux_ctc_head is not None:
-            # Per-sample CTC divided by the mean label+'$' length: the same per-token scale.
-            rows = (targets[:, 0] + 1).tolist()
+            rows = (targets[:, 0] + 1).tolist()  # class id + 1: blank is 0
             ids = [row[: n - 1] for row, n in zip(rows, lengths.tolist(), strict=True)]
-            ctc = aux_ctc_loss(self.aux_ctc_head(feats.transpose(0, 1)), ids)
-            loss = loss + cfg.aux_ctc * ctc / lengths.float().mean()
+            feats_btc = feats.transpose(0, 1)
+            ctc = aux_ctc_loss(self.aux_ctc_head(feats_btc), ids, per_token=True)
+            loss = loss + cfg.aux_ctc * ctc
         return loss

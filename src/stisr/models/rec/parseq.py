@@ -51,7 +51,8 @@ EOS_ID = 0
 
 @dataclass
 class PARSeqConfig:
-    """Defaults = the released `parseq` (base) model; `PARSEQ_TINY` and `PARSEQ_DEMO` shrink it."""
+    """Defaults = the released `parseq` (base) model; `PARSEQ_TINY` shrinks it (the demo config is
+    in params.yaml)."""
 
     img_h: int = 32
     img_w: int = 128
@@ -122,14 +123,6 @@ class PARSeqConfig:
 
 # The released parseq_tiny (parseq_tiny-e7a21b54.pt) differs only in these fields.
 PARSEQ_TINY: dict[str, Any] = {"embed_dim": 192, "enc_num_heads": 3, "dec_num_heads": 6}
-# CPU demo scale (~0.2M parameters, ~26M encoder MACs), 36-character lowercase tokenizer.
-PARSEQ_DEMO: dict[str, Any] = {
-    "embed_dim": 64,
-    "enc_depth": 3,
-    "enc_num_heads": 2,
-    "dec_num_heads": 2,
-    "charset": "0123456789abcdefghijklmnopqrstuvwxyz",
-}
 
 
 def official_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -276,8 +269,7 @@ class PARSeq(nn.Module):
         rows, cols = cfg.img_h // cfg.patch_h, cfg.img_w // cfg.patch_w
         columns = memory.unflatten(1, (rows, cols)).mean(dim=1)  # (B, cols, E)
         ids = [[t for t in seq[1:] if t not in (EOS_ID, self.pad_id)] for seq in tgt.tolist()]
-        tokens = sum(len(i) + 1 for i in ids) / len(ids)
-        return cfg.aux_ctc * aux_ctc_loss(self.aux_ctc_head(columns), ids) / tokens
+        return cfg.aux_ctc * aux_ctc_loss(self.aux_ctc_head(columns), ids, per_token=True)
 
     # --- helpers --------------------------------------------------------------------------
     def encode_labels(self, labels: Sequence[str], device: torch.device) -> Tensor:
