@@ -13,7 +13,7 @@ def fit_losses(model: nn.Module, x: Tensor, labels: Sequence[str], steps: int, l
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
-        loss = model.training_loss(x, list(labels))
+        loss = model.text_loss(x, list(labels))
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()

@@ -68,9 +68,9 @@ def test_aux_ctc_is_off_by_default_and_adds_the_weighted_ctc(name: str) -> None:
         tokens = sum(len(i) + 1 for i in ids) / len(ids)
         ctc = aux_ctc_loss(with_aux.aux_ctc_head(columns(with_aux, x)), ids)
         torch.manual_seed(1)
-        expected = plain.training_loss(x, LABELS) + 0.5 * ctc / tokens
+        expected = plain.text_loss(x, LABELS) + 0.5 * ctc / tokens
         torch.manual_seed(1)
-        torch.testing.assert_close(with_aux.training_loss(x, LABELS), expected)
+        torch.testing.assert_close(with_aux.text_loss(x, LABELS), expected)
 
 
 def test_moran_aux_ctc_reads_the_asrn_features() -> None:
@@ -83,9 +83,9 @@ def test_moran_aux_ctc_reads_the_asrn_features() -> None:
     x = with_aux.preprocess(torch.rand(len(LABELS), 3, 32, 128))
     with torch.no_grad():
         torch.manual_seed(1)
-        expected_plain = plain.training_loss(x, LABELS)
+        expected_plain = plain.text_loss(x, LABELS)
         torch.manual_seed(1)
-        got = with_aux.training_loss(x, LABELS)
+        got = with_aux.text_loss(x, LABELS)
         # Replay the same random choices to get the features the loss saw.
         torch.manual_seed(1)
         cfg = with_aux.config

@@ -14,6 +14,7 @@ from stisr.engine import train as train_mod
 from stisr.engine.checkpoint import load_checkpoint, load_model
 from stisr.engine.evaluate import evaluate
 from stisr.engine.train import EXIT_REQUEUE, StepBatchSampler, TrainConfig, train
+from stisr.models.sr.tsrn import TSRN
 
 TINY_TSRN = {"hidden_units": 4, "srb_nums": 1}
 TINY_CRNN = {"cnn_widths": [4, 8, 8, 8, 8, 8, 8], "hidden": 8}
@@ -79,21 +80,21 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tiny_textzoom, t
 def test_sigterm_checkpoints_and_exits_for_requeue(tiny_textzoom, tmp_path, monkeypatch):
     data = [tiny_textzoom / "train"]
     calls = {"n": 0}
-    real_call = train_mod.SRStep.__call__
+    real_call = TSRN.training_loss
 
-    def call_then_signal(self, batch, device):
+    def call_then_signal(self, batch, ctx):
         calls["n"] += 1
         if calls["n"] == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_call(self, batch, device)
+        return real_call(self, batch, ctx)
 
-    monkeypatch.setattr(train_mod.SRStep, "__call__", call_then_signal)
+    monkeypatch.setattr(TSRN, "training_loss", call_then_signal)
     with pytest.raises(SystemExit) as exc:
         train(_cfg(data, 6, checkpoint_every=100), tmp_path / "p", progress=False)
     assert exc.value.code == EXIT_REQUEUE
     assert load_checkpoint(tmp_path / "p/checkpoints/last.pt")["step"] == 3
     assert not (tmp_path / "p/model.pt").exists()
-    monkeypatch.setattr(train_mod.SRStep, "__call__", real_call)
+    monkeypatch.setattr(TSRN, "training_loss", real_call)
     train(_cfg(data, 6, checkpoint_every=100), tmp_path / "p", progress=False)
     train(_cfg(data, 6, checkpoint_every=100), tmp_path / "q", progress=False)
     assert _same(_weights(tmp_path / "p/model.pt"), _weights(tmp_path / "q/model.pt"))
@@ -146,22 +147,22 @@ def test_cosine_lr_schedule_is_followed_and_resume_is_exact(tiny_textzoom, tmp_p
     assert [h["lr"] for h in history] == pytest.approx([1e-3 * f for f in expected])
     assert train_mod.lr_at(_cfg(data, 6, **kw), 6, 6) == 0.0  # decays to 0 at the end
     # SIGTERM mid-run: the resumed run picks the curve up where it stopped
-    real_call = train_mod.SRStep.__call__
+    real_call = TSRN.training_loss
     calls = {"n": 0}
 
-    def call_then_signal(self, batch, device):
+    def call_then_signal(self, batch, ctx):
         calls["n"] += 1
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_call(self, batch, device)
+        return real_call(self, batch, ctx)
 
-    monkeypatch.setattr(train_mod.SRStep, "__call__", call_then_signal)
+    monkeypatch.setattr(TSRN, "training_loss", call_then_signal)
     with pytest.raises(SystemExit):
         train(_cfg(data, 6, **kw), tmp_path / "cut", progress=False)
-    monkeypatch.setattr(train_mod.SRStep, "__call__", real_call)
+    monkeypatch.setattr(TSRN, "training_loss", real_call)
     train(_cfg(data, 6, **kw), tmp_path / "cut", progress=False)
     assert _same(_weights(tmp_path / "ref/model.pt"), _weights(tmp_path / "cut/model.pt"))
     cut = (tmp_path / "cut/history.jsonl").read_text()
     assert cut == (tmp_path / "ref/history.jsonl").read_text()
     with pytest.raises(ValueError, match="lr_schedule"):
-        _cfg(data, 6, lr_schedule="step")
+        _cfg(data, 6, lr_schedule="sometimes")

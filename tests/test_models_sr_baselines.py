@@ -196,9 +196,17 @@ def test_srresnet_is_planned_with_source_dependent_vgg_features() -> None:
     embedded = {**PARAMS, "source": "embedded", "scale": "demo"}
     official = {**PARAMS, "source": "official", "scale": "paper"}
     assert plan.run_available(embedded, "tsrn/srresnet", RUNS)
-    assert plan.perceptual_features(embedded, run) == {"width_divisor": 16, "seed": 0}
-    assert plan.perceptual_features(official, run) == {"weights": "data/official/weights/vgg16.pth"}
-    assert plan.perceptual_features(official, RUNS["tsrn/tsrn"]) is None
+    assert plan.asset_bindings(run) == {"vgg": "vgg16_features"}  # the perceptual loss's default
+    assert plan.asset_bindings(RUNS["tsrn/tsrn"]) == {}
+    emb = plan.resolve_asset(embedded, "vgg16_features", RUNS)
+    assert {k: emb[k] for k in ("kind", "width_divisor", "seed")} == {
+        "kind": "vgg_features",
+        "width_divisor": 16,
+        "seed": 0,
+    }
+    assert emb["deviation"].startswith("perceptual loss on random VGG features (embedded)")
+    off = plan.resolve_asset(official, "vgg16_features", RUNS)
+    assert off["weights"] == "data/official/weights/vgg16.pth" and "deviation" not in off
 
 
 def test_srresnet_trains_end_to_end_with_random_vgg_features(tiny_textzoom, tmp_path) -> None:
@@ -213,10 +221,11 @@ def test_srresnet_trains_end_to_end_with_random_vgg_features(tiny_textzoom, tmp_
         batch_size=4,
         checkpoint_every=10,
         log_every=1,
-        perceptual_features={"width_divisor": 32, "seed": 0},
+        assets={"vgg": {"kind": "vgg_features", "width_divisor": 32, "seed": 0, "note": "random"}},
     )
     metrics = train(cfg, tmp_path, progress=False)
-    assert metrics["perceptual_features"].startswith("random VGG features (embedded)")
+    assert metrics["assets"] == {"vgg": "random"}
     history = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert history[-1]["loss/perceptual"] > 0
-    assert json.loads((tmp_path / "params.json").read_text())["perceptual_features"]
+    recorded = json.loads((tmp_path / "params.json").read_text())["assets"]["vgg"]
+    assert recorded["width_divisor"] == 32

@@ -231,7 +231,7 @@ def test_training_loss_finite_and_decreasing() -> None:
     losses = fit_losses(model, x, labels, steps=12, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     with pytest.raises(ValueError, match="labels"):
-        model.training_loss(x, ["a"])
+        model.text_loss(x, ["a"])
 
 
 def test_preprocess_imagenet_normalization() -> None:

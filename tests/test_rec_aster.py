@@ -217,7 +217,7 @@ def test_training_loss_finite_decreasing_and_empty_labels() -> None:
     losses = fit_losses(model, x, labels, steps=8, lr=1e-2)
     assert losses[-1] < 0.8 * losses[0]
     with pytest.raises(ValueError, match="labels"):
-        model.training_loss(x, ["one"])
+        model.text_loss(x, ["one"])
 
 
 def test_training_loss_is_official_sequence_cross_entropy() -> None:
@@ -230,7 +230,7 @@ def test_training_loss_is_official_sequence_cross_entropy() -> None:
         logp = model.decoder.teacher_forced(model.encode(x), targets).log_softmax(2)
         expected = -(logp[0, :3].gather(1, targets[0, :3, None]).sum())
         expected -= logp[1, :2].gather(1, targets[1, :2, None]).sum()
-        torch.testing.assert_close(model.training_loss(x, labels), expected / 2)
+        torch.testing.assert_close(model.text_loss(x, labels), expected / 2)
 
 
 def test_preprocess_range_size_and_channels() -> None:
@@ -290,7 +290,7 @@ def test_aux_ctc_adds_the_ctc_of_its_head_and_is_off_by_default() -> None:
         ce = (F.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask).sum() / 2
         ids = [model.charset.encode("ab"), model.charset.encode("cd")]
         ctc = aux_ctc_loss(model.aux_ctc_head(feats), ids)
-        torch.testing.assert_close(model.training_loss(x, labels), ce + 0.5 * ctc)
+        torch.testing.assert_close(model.text_loss(x, labels), ce + 0.5 * ctc)
     probs = torch.full((1, 4, 3), 1.0 / 3).log()  # uniform over blank + 2 chars, 4 frames
     assert aux_ctc_loss(probs, [[1, 2]]).item() > 0
     with pytest.raises(ValueError, match="labels"):

@@ -188,7 +188,7 @@ def test_training_loss_finite_decreasing_and_empty_labels() -> None:
     losses = fit_losses(model, x, labels, steps=10, lr=1e-2)
     assert losses[-1] < 0.7 * losses[0]
     with pytest.raises(ValueError, match="labels"):
-        model.training_loss(x, ["one"])
+        model.text_loss(x, ["one"])
 
 
 def test_preprocess_luma_in_unit_range() -> None:

@@ -193,9 +193,9 @@ def test_training_loss_finite_and_decreasing() -> None:
     labels = ["Ab1", "", "x-9! long label", "QQ"]
     losses = fit_losses(model, x, labels, steps=10, lr=3e-3)
     assert losses[-1] < losses[0]
-    assert torch.isfinite(model.training_loss(x, ["", "", "", ""]))
+    assert torch.isfinite(model.text_loss(x, ["", "", "", ""]))
     with pytest.raises(ValueError, match="labels"):
-        model.training_loss(x, ["a"])
+        model.text_loss(x, ["a"])
 
 
 def test_preprocess_normalizes_to_symmetric_range() -> None:

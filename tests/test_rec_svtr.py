@@ -246,7 +246,7 @@ def test_training_loss_finite_and_decreasing() -> None:
     losses = fit_losses(model, x, labels, steps=10, lr=3e-3)
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="labels"):
-        model.training_loss(x, ["a"])
+        model.text_loss(x, ["a"])
 
 
 def test_preprocess_bgr_symmetric_range() -> None:

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from stisr.models.rec.crnn import CRNN
+from stisr.models.sr.tsrn import TSRN
 from stisr.papers import plan
 from stisr.papers.spec import all_runs, load_specs, parse_spec
 from stisr.report.figures import EMBEDDED_NOTE, write_figure
@@ -90,6 +92,8 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = tmp_path / "fake.yaml"
     path.write_text(SPEC)
     monkeypatch.setattr(plan, "is_implemented", lambda name: name in IMPLEMENTED)
+    classes = {"good_sr": TSRN, "good_rec": CRNN}  # stand-ins for their objective declarations
+    monkeypatch.setattr(plan, "model_class", classes.__getitem__)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

@@ -144,6 +144,9 @@ def test_runs_with_settings_the_engine_lacks_are_not_trained():
     specs = load_specs()
     runs = all_runs(specs)
     assert "not implemented yet" in plan.run_problem(params, "kdltr/abinet_ltr", runs)
+    reasons = plan.run_problems(params, "kdltr/abinet_ltr", runs)  # every reason, not the first
+    assert len(reasons) >= 3 and any("distill" in r for r in reasons)
+    assert any("soft_logits" in r for r in reasons)
     assert "distill" in plan.run_problem(params, "kdltr/abinet_ce", runs)
     assert plan.run_problem(params, "tsrn/srresnet", runs) is None
     # A recognizer trains with its own loss: a weight on it would be silently ignored.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,13 +12,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from stisr.papers.spec import all_runs, load_specs
+
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def _snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def _snakemake(workdir: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [
         sys.executable,
@@ -112,3 +116,83 @@ def test_invalid_param_stops_before_any_job(tmp_path):
     assert out.returncode != 0
     assert "seed" in out.stderr + out.stdout
     assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists()
+
+
+# --- configuration is identity: an edit reruns exactly the jobs it affects -----------------------
+
+
+def _planned_jobs(out: subprocess.CompletedProcess) -> dict[str, set[str]]:
+    """rule -> the wildcard strings of the jobs a dry run would execute."""
+    jobs: dict[str, set[str]] = {}
+    rule = None
+    for line in out.stdout.splitlines():
+        m = re.match(r"^(?:local)?rule (\w+):", line)
+        if m:
+            rule = m.group(1)
+            jobs.setdefault(rule, set())
+        elif rule and line.strip().startswith("wildcards:"):
+            jobs[rule].add(line.split(":", 1)[1].strip())
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def edited_copy(smoke_run, tmp_path_factory):
+    """A copy of the finished smoke DAG (mtimes and Snakemake's records kept) to edit."""
+    work = tmp_path_factory.mktemp("edited") / "work"
+    shutil.copytree(smoke_run, work, symlinks=True)
+    return work
+
+
+def _smoke_trains(**overrides):
+    from stisr.config import load_params
+    from stisr.papers import plan
+    from stisr.papers.spec import load_specs
+
+    params = load_params(REPO / "params.yaml", {"scale": "smoke", **overrides})
+    return params, plan.all_jobs(params, load_specs())
+
+
+def test_a_width_override_reruns_exactly_that_models_runs(edited_copy):
+    extra = edited_copy / "wider_tsrn.yaml"
+    extra.write_text("scales:\n  smoke:\n    models:\n      tsrn: {hidden_units: 6, srb_nums: 1}\n")
+    out = _snakemake(edited_copy, "-n", "--configfile", str(extra), "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = _planned_jobs(out)
+    _, planned = _smoke_trains()
+    runs = all_runs(load_specs())
+    expected = {f"run={r.replace('/', '.', 1)}" for r in planned.trains if runs[r].model == "tsrn"}
+    assert expected and jobs["train"] == expected
+    assert not {"synth_textzoom", "synth_str", "complexity", "degrade_str"} & jobs.keys()
+    assert all(w.split("sr=")[1].split(",")[0] in {e[4:] for e in expected}
+               for w in jobs["evaluate"])  # fmt: skip
+    assert "params" in out.stdout.lower()  # the reason Snakemake gives: params changed
+
+
+def test_a_loss_weight_edit_reruns_exactly_that_run(edited_copy, tmp_path):
+    specs = tmp_path / "specs"
+    shutil.copytree(REPO / "src/stisr/papers", specs, ignore=shutil.ignore_patterns("*.py"))
+    text = (specs / "tsrn.yaml").read_text()
+    old = "losses: {mse: 1.0, tv: 2.0e-8, perceptual: 6.0e-3}"
+    assert old in text
+    (specs / "tsrn.yaml").write_text(text.replace(old, old.replace("6.0e-3", "1.0e-2")))
+    env = {"STISR_SPEC_DIR": str(specs)}
+    out = _snakemake(edited_copy, "-n", "--config", "scale=smoke", env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = _planned_jobs(out)
+    assert jobs["train"] == {"run=tsrn.srresnet"}
+    assert {w.split(",")[0] for w in jobs["evaluate"]} == {"sr=tsrn.srresnet"}
+    assert "table" in jobs and "synth_textzoom" not in jobs
+
+
+def test_a_step_budget_edit_reruns_only_sr_runs(edited_copy):
+    extra = edited_copy / "sr_steps.yaml"
+    extra.write_text("scales:\n  smoke:\n    sr: {steps: 7}\n")
+    out = _snakemake(edited_copy, "-n", "--configfile", str(extra), "--config", "scale=smoke")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = _planned_jobs(out)
+    runs = all_runs(load_specs())
+    _, planned = _smoke_trains()
+    sr = {f"run={r.replace('/', '.', 1)}" for r in planned.trains if runs[r].task == "sr"}
+    assert jobs["train"] == sr
+    out = _snakemake(edited_copy, "-n", "--config", "scale=smoke")  # the original: nothing to do
+    assert "Nothing to be done" in out.stdout + out.stderr

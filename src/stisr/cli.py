@@ -20,9 +20,7 @@ import yaml
 from stisr.config import (
     ParamsError,
     load_params,
-    model_config,
     scale_settings,
-    task_settings,
     work_name,
 )
 
@@ -59,6 +57,10 @@ LR_SETS: dict[str, LrSet] = {
     "kdltr": LrSet(STR_BENCHMARKS, _all, "blur_noise", {"variant": "kdltr"}),
     "ic15_352": LrSet(("ic15",), _short, merge=True),
 }
+
+
+class UsageError(Exception):
+    """A request the pipeline refuses, with every reason (exit status 2, no traceback)."""
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,66 +144,23 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
     log.info("released %s weights imported from %s into %s", args.name, src, args.out)
 
 
-def _train_config(params: dict[str, Any], run_id: str):
-    from stisr.engine.train import TrainConfig
-    from stisr.papers.plan import (
-        perceptual_features,
-        recognizer_checkpoint,
-        resolve_recognizer,
-        selection_settings,
-        train_set_dirs,
-    )
-    from stisr.papers.spec import all_runs, load_specs
-
-    runs = all_runs(load_specs())
-    if run_id not in runs:
-        raise SystemExit(f"unknown run {run_id!r}; runs are declared in src/stisr/papers/*.yaml")
-    run = runs[run_id]
-    task = task_settings(params, run.task, run.scales)
-    opt = run.extra.get("optimizer", {})
-    train = params["train"]
-    import torch
-
-    cuda = torch.cuda.is_available() and train["device"] != "cpu"
-    init = None
-    if run.init:  # a trained run on embedded data, the released weights on official data
-        init = str(recognizer_checkpoint(params, resolve_recognizer(params, run.init, runs)))
-    return TrainConfig(
-        run=run_id,
-        task=run.task,
-        model=run.model,
-        model_config=model_config(params, run.model, run.model_config),
-        train_dirs=[str(d) for d in train_set_dirs(params, run.train_set)],
-        losses=run.losses,
-        steps=task.get("steps"),
-        epochs=task.get("epochs"),
-        batch_size=task["batch_size"],
-        lr=float(opt.get("lr", task["lr"])) if params["scale"] == "paper" else task["lr"],
-        betas=tuple(opt.get("betas", (0.9, 0.999))),
-        lr_schedule=task.get("lr_schedule", "constant"),
-        warmup_steps=task.get("warmup_steps", 0),
-        checkpoint_every=task["checkpoint_every"],
-        log_every=task["log_every"],
-        seed=params["seed"],
-        grad_clip=train["grad_clip"],
-        loss_scale=train["loss_scale"],
-        init=init,
-        perceptual_features=perceptual_features(params, run),
-        device="cuda" if cuda else "cpu",
-        amp=cuda if train["amp"] == "auto" else bool(train["amp"]),
-        num_workers=(8 if cuda else 0) if train["num_workers"] == "auto" else train["num_workers"],
-        torch_threads=train["torch_threads"],
-        **selection_settings(params, run, runs),
-    )
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from stisr.engine.train import train
-    from stisr.papers.plan import run_dir
+    from stisr.engine.train import ConfigMismatch, train
+    from stisr.papers.plan import run_dir, run_problems
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.training import train_config
 
     params = _params(args)
-    cfg = _train_config(params, args.run)
-    train(cfg, run_dir(params, args.run), progress=not args.quiet)
+    runs = all_runs(load_specs())
+    if args.run not in runs:
+        raise UsageError(f"unknown run {args.run!r}; runs are declared in src/stisr/papers/*.yaml")
+    if problems := run_problems(params, args.run, runs):
+        raise UsageError(f"{args.run} cannot be trained here:\n  " + "\n  ".join(problems))
+    cfg = train_config(params, args.run, runs)
+    try:
+        train(cfg, run_dir(params, args.run), progress=not args.quiet, restart=args.restart)
+    except ConfigMismatch as err:
+        raise UsageError(str(err)) from None
 
 
 def _recognizer_paths(params, ref: str):
@@ -228,8 +187,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     ts = load_common().testsets[args.testset]
     import torch
 
+    from stisr.papers.training import runtime_settings
+
     torch.set_num_threads(params["train"]["torch_threads"])
     evaluate(
+        device=runtime_settings(params)["device"],
         sr=args.sr,
         recognizer=args.recognizer,
         testset=args.testset,
@@ -398,17 +360,24 @@ def cmd_recognize(args: argparse.Namespace) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from stisr.papers.plan import all_jobs
-    from stisr.papers.spec import load_specs
+    from stisr.papers.plan import all_jobs, run_problems
+    from stisr.papers.spec import all_runs, load_specs
 
     params = _params(args)
-    jobs = all_jobs(params, load_specs())
+    specs = load_specs()
+    jobs = all_jobs(params, specs)
     print(
         f"{work_name(params)}: {len(jobs.trains)} training runs, "
         f"{len(jobs.evaluations)} evaluations, {len(jobs.complexities)} complexity measurements"
     )
     for run in jobs.trains:
         print(f"  train {run}")
+    runs = all_runs(specs)
+    blocked = {r: run_problems(params, r, runs) for r in runs if runs[r].paper in params["papers"]}
+    blocked = {r: why for r, why in blocked.items() if why}
+    print(f"{len(blocked)} runs of the selected papers cannot be trained here:")
+    for run, why in blocked.items():
+        print(f"  blocked {run}: " + "; ".join(w.removeprefix(f"{run}: ") for w in why))
 
 
 def dvc_stages() -> dict[str, Any]:
@@ -509,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train (or resume) one run")
     s.add_argument("--run", required=True, help="run id, e.g. tsrn/tsrn")
+    s.add_argument(
+        "--restart",
+        action="store_true",
+        help="set aside checkpoints of another configuration (kept, renamed) and train afresh",
+    )
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate (sr, recognizer, testset)")
@@ -564,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except ParamsError as err:
+    except (ParamsError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

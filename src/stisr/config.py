@@ -66,6 +66,24 @@ def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] |
     return params
 
 
+def write_effective_params(params: Mapping[str, Any], folder: Path) -> Path:
+    """Write the effective params (file + overrides) to `<folder>/<hash>.yaml`, atomically.
+
+    Content-addressed, so a job that reads it reads exactly what the planner used, and an
+    unchanged configuration rewrites nothing.
+    """
+    import hashlib
+
+    from stisr.atomic_io import atomic_write_text
+
+    text = yaml.safe_dump(dict(params), sort_keys=True)
+    path = Path(folder) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return path
+
+
 def work_name(params: Mapping[str, Any]) -> str:
     """The folder that separates outputs of different data sources and scales."""
     return f"{params['source']}-{params['scale']}"

@@ -4,12 +4,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
-from stisr.config import ParamsError, validate_params, work_name  # noqa: E402
-from stisr.papers import plan  # noqa: E402
+from stisr.config import ParamsError, validate_params, work_name, write_effective_params  # noqa: E402
+from stisr.papers import identity, plan  # noqa: E402
 from stisr.papers.spec import PSEUDO_SR, all_runs, load_common, load_specs  # noqa: E402
 
 try:
     validate_params(config, "params.yaml (+ --config overrides)")
+    identity.check_model_overrides(config)
 except ParamsError as err:
     raise WorkflowError(str(err)) from None
 
@@ -19,7 +20,10 @@ COMMON = load_common()
 WORK = work_name(config)
 DATA = str(plan.data_root(config))
 JOBS = plan.all_jobs(config, SPECS)
-STISR = f"stisr --set source={config['source']} --set scale={config['scale']}"
+# Every job reads exactly the configuration planned here (params.yaml + --config overrides),
+# from a content-addressed copy, so that what the planner hashed is what the job runs.
+EFFECTIVE_PARAMS = write_effective_params(config, Path(".snakemake/stisr-params"))
+STISR = f"stisr --params {EFFECTIVE_PARAMS}"
 EMBEDDED = config["source"] == "embedded"
 LOGS = f"logs/{WORK}"
 

@@ -30,6 +30,8 @@ if EMBEDDED:
             directory(f"{DATA}/textzoom"),
         log:
             f"{LOGS}/synth_textzoom.log",
+        params:
+            config=identity.data_hash(config, "textzoom"),
         shell:
             "{STISR} -q synth textzoom --out {output} 2> {log}"
 
@@ -38,6 +40,8 @@ if EMBEDDED:
             directory(f"{DATA}/str"),
         log:
             f"{LOGS}/synth_str.log",
+        params:
+            config=identity.data_hash(config, "str"),
         shell:
             "{STISR} -q synth str --out {output} 2> {log}"
 

@@ -32,6 +32,8 @@ rule evaluate:
     params:
         sr=lambda wc: plan.unslug(wc.sr),
         rec=lambda wc: plan.unslug(wc.rec),
+        # what shapes the metrics besides the input files: the scale's evaluation settings
+        config=lambda wc: identity.eval_hash(config, wc.testset),
     shell:
         "{STISR} evaluate --sr {params.sr} --recognizer {params.rec} "
         "--testset {wildcards.testset} 2> {log}"
@@ -45,5 +47,6 @@ rule complexity:
     params:
         sr=lambda wc: plan.unslug(wc.sr),
         rec=lambda wc: plan.unslug(wc.rec),
+        config=lambda wc: identity.complexity_hash(config, plan.unslug(wc.sr), plan.unslug(wc.rec), RUNS),
     shell:
         "{STISR} -q complexity --sr {params.sr} --recognizer {params.rec} 2> {log}"

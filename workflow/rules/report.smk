@@ -24,6 +24,8 @@ rule table:
         md="results/{paper}/{table}.md",
     log:
         f"{LOGS}/report/{{paper}}_{{table}}.log",
+    params:
+        spec=lambda wc: identity.spec_hash(wc.paper, "table", wc.table),
     shell:
         "{STISR} table {wildcards.paper} {wildcards.table} --out results 2> {log}"
 
@@ -40,6 +42,8 @@ rule figure:
         status="results/{paper}/{figure}.json",
     log:
         f"{LOGS}/report/{{paper}}_{{figure}}.log",
+    params:
+        spec=lambda wc: identity.spec_hash(wc.paper, "figure", wc.figure),
     shell:
         "{STISR} figure {wildcards.paper} {wildcards.figure} --out results 2> {log}"
 

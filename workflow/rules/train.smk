@@ -6,9 +6,11 @@ def train_inputs(wildcards):
     inputs = data_inputs(plan.train_set_dirs(config, run.train_set))
     if run.init:
         inputs += recognizer_inputs(run.init)
-    features = plan.perceptual_features(config, run)
-    if features and features.get("weights"):  # ImageNet VGG for the perceptual loss
-        inputs.append(features["weights"])
+    for ref in run.init_modules.values():  # partial init of sub-modules
+        inputs += recognizer_inputs(ref)
+    for ref in plan.asset_bindings(run).values():  # frozen networks of the objective
+        asset = plan.resolve_asset(config, ref, RUNS)
+        inputs += [asset[k] for k in ("path", "weights") if asset.get(k)]
     selection = plan.selection_settings(config, run, RUNS)
     if selection.get("select_recognizer"):  # params.yaml train.selection
         inputs.append(selection["select_recognizer"])
@@ -27,5 +29,8 @@ rule train:
     threads: config["train"]["torch_threads"]
     params:
         run=lambda wc: plan.unslug(wc.run),
+        # the resolved TrainConfig: any change to it reruns this job and what reads its weights
+        config=lambda wc: identity.train_hash(config, plan.unslug(wc.run), RUNS),
     shell:
-        "{STISR} train --run {params.run} 2> {log}"
+        # --restart: checkpoints of an older configuration are set aside (kept), never resumed
+        "{STISR} train --run {params.run} --restart 2> {log}"

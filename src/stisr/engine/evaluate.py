@@ -49,11 +49,10 @@ def image_source(sr: str, checkpoint: Path | None, device: str = "cpu") -> Image
         return syn_lr
     model = build_model("bicubic", {}) if sr == "bicubic" else load_model(_need(checkpoint, sr))
     model.to(device).eval()
-    in_ch = getattr(model, "in_channels", 4)
 
     @torch.no_grad()
     def run(b: Mapping[str, Any]) -> torch.Tensor:
-        return model(b["lr"][:, :in_ch].to(device))[:, :3].clamp(0, 1).cpu()
+        return model.infer({**b, "lr": b["lr"].to(device)})["sr"][:, :3].clamp(0, 1).cpu()
 
     return run
 
@@ -75,9 +74,8 @@ def recognizer_reader(kind: str, checkpoint: Path | None, device: str = "cpu") -
         return judge.recognize_tensor
     model: nn.Module = load_model(_need(checkpoint, kind)).to(device).eval()
 
-    @torch.no_grad()
     def read(images: torch.Tensor) -> list[str]:
-        return model.decode(model(model.preprocess(images.to(device))))
+        return model.infer({"lr": images.to(device)})["text"]
 
     return read
 

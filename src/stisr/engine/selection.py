@@ -54,7 +54,6 @@ class Selector:
         """{'<set>': accuracy, ..., 'score': sum of the accuracies} (the code's criterion)."""
         was_training = model.training
         model.eval()
-        in_ch = getattr(model, "in_channels", 4)
         result: dict[str, float] = {}
         try:
             for name, data in self.sets.items():
@@ -62,7 +61,8 @@ class Selector:
                 for start in range(0, len(data), self.batch_size):  # type: ignore[arg-type]
                     idx = range(start, min(start + self.batch_size, len(data)))  # type: ignore[arg-type]
                     batch = collate([data[i] for i in idx])
-                    sr = model(batch["lr"][:, :in_ch].to(device))[:, :3].clamp(0, 1)
+                    batch = {k: v.to(device) if k == "lr" else v for k, v in batch.items()}
+                    sr = model.infer(batch)["sr"][:, :3].clamp(0, 1)
                     correct += correct_mask(self.reader(sr), batch["label"])
                 result[name] = float(np.mean(correct)) if correct else 0.0
         finally:

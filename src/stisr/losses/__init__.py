@@ -38,9 +38,13 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "gradient_profile": GradientProfileLoss,
     "perceptual": PerceptualLoss,
 }
+# Losses that read a frozen network: loss name -> (factory keyword, asset role, default asset).
+# The planner binds the role to the default asset unless the run spec's `assets:` names another.
+LOSS_ASSETS: dict[str, tuple[str, str, str]] = {"perceptual": ("features", "vgg", "vgg16_features")}
 
 __all__ = [
     "LOSSES",
+    "LOSS_ASSETS",
     "CharbonnierLoss",
     "GradientProfileLoss",
     "L1Loss",

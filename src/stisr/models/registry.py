@@ -70,6 +70,11 @@ def is_implemented(name: str) -> bool:
     return name in SR_MODELS or name in REC_MODELS
 
 
+def model_class(name: str) -> type:
+    """The nn.Module class of `name` (its class-level objective declarations, no instance)."""
+    return _lookup(name)[1]
+
+
 def model_task(name: str) -> str:
     """'sr' or 'rec'; KeyError for unknown names."""
     _lookup(name)

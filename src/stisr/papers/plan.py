@@ -14,17 +14,23 @@ from typing import Any
 
 from stisr.config import work_name
 from stisr.data.fetch import load_sources
-from stisr.losses import LOSSES
-from stisr.models.registry import is_implemented
+from stisr.losses import LOSS_ASSETS, LOSSES, VGGFeaturesSpec
+from stisr.models import objective
+from stisr.models.registry import is_implemented, model_class
+from stisr.papers.figure_sources import (  # noqa: F401 (re-exported for the report)
+    figure_baseline_sources,
+    figure_sources,
+    merge_source,
+    recognizer_column,
+)
+from stisr.papers.settings import setting_problems
 from stisr.papers.spec import (
     PSEUDO_SR,
-    FigureSpec,
     PaperSpec,
     RunSpec,
     TableSpec,
     all_runs,
     load_common,
-    qualify,
 )
 
 COMPLEXITY_METRICS = ("params", "flops", "latency")
@@ -134,16 +140,14 @@ def selection_settings(params, run: RunSpec, runs: Mapping[str, RunSpec]) -> dic
     return settings
 
 
-def perceptual_features(params: Mapping[str, Any], run: RunSpec) -> dict[str, Any] | None:
-    """`VGGFeaturesSpec` fields for a run with a perceptual loss (None without one).
+def vgg_features(params: Mapping[str, Any]) -> dict[str, Any]:
+    """`VGGFeaturesSpec` fields of the `vgg16_features` asset (the perceptual loss's extractor).
 
     Defaults are the TextZoom SRResNet setting (ImageNet VGG16 `features[:31]`). Official data:
     torchvision's ImageNet file (fetch-registry entry `vgg16`). Embedded data has no network, so
     the features are frozen seeded random weights of the same layout, their widths divided by
     params.yaml `scales.<scale>.random_vgg_divisor`: a deviation the run's metrics name.
     """
-    if not run.losses.get("perceptual"):
-        return None
     if params["source"] == "official":
         return {"weights": str(Path("data/official") / load_sources()["vgg16"].dest)}
     divisor = params["scales"][params["scale"]].get("random_vgg_divisor", 1)
@@ -173,33 +177,75 @@ def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
     return recognizer_problem(params, ref, runs) is None
 
 
-# What the training engine honours. A run that declares anything else (a distillation block, its
-# own batch size or LR schedule, a loss the engine lacks) is not trained, so that no cell shows a
-# number from a run that silently ignored part of its setting.
-RUN_KEYS_HONOURED = {"note", "optimizer"}
-RECOGNITION_LOSSES = {"ctc", "ce"}  # a recognizer's own loss (its `training_loss`)
+def asset_bindings(run: RunSpec) -> dict[str, str]:
+    """Role -> asset reference: defaults of the run's losses (`LOSS_ASSETS`), then its own."""
+    defaults = {
+        role: default
+        for name, (_, role, default) in LOSS_ASSETS.items()
+        if run.losses.get(name)
+    }
+    return {**defaults, **run.assets}
 
 
-def run_problem(params, run_id: str, runs: Mapping[str, RunSpec]) -> str | None:
-    """Why a run cannot be trained here (None when it can)."""
+def resolve_asset(params, ref: str, runs: Mapping[str, RunSpec]) -> dict[str, Any]:
+    """An asset reference -> the engine's spec of it (engine/assets.py) on this data source."""
+    catalogue = load_common().assets
+    entry = catalogue.get(ref)
+    if entry is not None and entry.get("kind") == "vgg_features":
+        fields = vgg_features(params)
+        spec = VGGFeaturesSpec(**fields)
+        out = {"kind": "vgg_features", **fields, "note": spec.note}
+        return out if spec.weights else {**out, "deviation": f"perceptual loss on {spec.note}"}
+    rec = resolve_recognizer(params, ref, runs)
+    path = recognizer_checkpoint(params, rec)
+    if path is None:
+        raise ValueError(f"asset {ref!r} is external; an objective needs a stisr model")
+    return {"kind": "checkpoint", "path": str(path), "note": f"{ref} ({path})"}
+
+
+def asset_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
+    entry = load_common().assets.get(ref)
+    if entry is not None and entry.get("kind") == "vgg_features":
+        return None
+    return recognizer_problem(params, ref, runs)
+
+
+def run_problems(params, run_id: str, runs: Mapping[str, RunSpec]) -> list[str]:
+    """Every reason a run cannot be trained here (empty when it can)."""
     run = runs[run_id]
-    if not is_implemented(run.model):
-        return f"model of {run_id} not implemented yet"
-    known = set(LOSSES) if run.task == "sr" else RECOGNITION_LOSSES
+    if not is_implemented(run.model):  # its settings are still checked against the engine's
+        unknown = [f"{run_id}: {why}" for why in setting_problems(run, objective.Trainable)]
+        return [f"model of {run_id} not implemented yet", *unknown]
+    cls = model_class(run.model)
+    problems = [f"{run_id}: {why}" for why in setting_problems(run, cls)]
+    known = set(LOSSES) | set(cls.objective_losses)
     if missing := sorted(set(run.losses) - known):
-        return f"{run_id}: loss {', '.join(missing)} not implemented yet"
-    if unsupported := sorted(set(run.extra) - RUN_KEYS_HONOURED):
-        return f"{run_id}: the training engine does not implement {', '.join(unsupported)} yet"
-    if run.task == "rec" and (len(run.losses) > 1 or any(w != 1 for w in run.losses.values())):
-        # A recognizer trains with its own `training_loss`; other weights would be ignored.
-        return f"{run_id}: weighted recognition losses {dict(run.losses)} not implemented yet"
+        problems.append(f"{run_id}: loss {', '.join(missing)} not implemented yet for {run.model}")
+    default = objective.Recognizer.training_loss
+    default_objective = issubclass(cls, objective.Recognizer) and cls.training_loss is default
+    if default_objective and (len(run.losses) > 1 or any(w != 1 for w in run.losses.values())):
+        # A recognizer's default objective is its own text loss; other weights would be ignored.
+        problems.append(f"{run_id}: weighted recognition losses {dict(run.losses)} not implemented")
+    bound = asset_bindings(run)
+    weights = {k: w for k, w in run.losses.items() if w}
+    if unbound := sorted(set(cls.needed_assets(weights)) - set(bound)):
+        problems.append(f"{run_id}: its objective needs asset(s) {', '.join(unbound)} (`assets:`)")
+    for role, ref in {**bound, **run.init_modules}.items():
+        if why := asset_problem(params, ref, runs):
+            problems.append(f"{run_id}: {role} from {ref}: {why}")
     train = params.get("train", {})
     selecting = run.task == "sr" and train.get("selection", "last") != "last"
     if selecting and (why := recognizer_problem(params, train["selection_recognizer"], runs)):
-        return f"{run_id}: selection recognizer: {why}"
+        problems.append(f"{run_id}: selection recognizer: {why}")
     if run.init and (why := recognizer_problem(params, run.init, runs)):
-        return f"{run_id} starts from {run.init}: {why}"
-    return None
+        problems.append(f"{run_id} starts from {run.init}: {why}")
+    return problems
+
+
+def run_problem(params, run_id: str, runs: Mapping[str, RunSpec]) -> str | None:
+    """Why a run cannot be trained here (None when it can): every reason, joined."""
+    problems = run_problems(params, run_id, runs)
+    return "; ".join(problems) if problems else None
 
 
 def run_available(params, run_id: str, runs: Mapping[str, RunSpec]) -> bool:
@@ -306,42 +352,19 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
     return needed
 
 
-def recognizer_column(table: TableSpec, row: Any, rec: str, subset: str) -> Any | None:
-    """The column of `table` whose cell in `row` is read by `rec` on `subset` (None if none)."""
-    for col in table.columns:
-        src = table.cell_source(row, col)
-        if src.get("recognizer") == rec and src.get("subset") == subset:
-            return col
-    return None
-
-
-def figure_baseline_sources(fig: FigureSpec, spec: PaperSpec) -> dict[str, dict[str, Any]]:
-    """Recognizer -> cell source of the reference line of an `accuracy_by_method` figure (e.g.
-    LR read by each recognizer): the first plotted row's cell with `baseline.sr` as its input.
-    These cells are in no table, so the workflow plans their evaluations from here."""
-    opts = fig.options
-    baseline = opts.get("baseline") or {}
-    if fig.kind != "accuracy_by_method" or not baseline.get("sr"):
-        return {}
-    table = next(t for t in spec.tables if t.id == opts.get("table"))
-    row_ids = opts.get("rows") or [r.id for r in table.rows if not r.derive]
-    first = next(r for r in table.rows if r.id == row_ids[0])
-    subset = opts.get("subset", "average")
-    out = {}
-    for rec in opts.get("recognizers") or []:
-        rec = qualify(fig.paper, str(rec), "recognizer")
-        if (col := recognizer_column(table, first, rec, subset)) is not None:
-            src = table.cell_source(first, col)
-            out[rec] = {**src, "sr": qualify(fig.paper, str(baseline["sr"]))}
-    return out
+def _declared(src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> bool:
+    sr, rec = src.get("sr"), src.get("recognizer")
+    ok_sr = sr in PSEUDO_SR or sr in runs
+    return ok_sr and (rec is None or rec in runs or rec in load_common().recognizers)
 
 
 def figure_jobs(params, spec: PaperSpec, runs: Mapping[str, RunSpec]) -> Jobs:
-    """Evaluations the figures of one paper read beyond its tables' cells."""
+    """Evaluations (and the runs behind them) the figures of one paper read beyond its tables'
+    cells, so that a run only a figure reads is still trained."""
     evals = set()
     for fig in spec.figures:
-        for src in figure_baseline_sources(fig, spec).values():
-            if cell_status(params, src, runs) is None:
+        for src in figure_sources(fig, spec):
+            if _declared(src, runs) and cell_status(params, src, runs) is None:
                 evals.add(cell_job(src)[1])
     trains = set()
     for sr, rec, _ in evals:

@@ -7,6 +7,7 @@ the workflow before any job starts, with the file and the offending key in the m
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,7 +16,9 @@ from typing import Any
 
 import yaml
 
-SPEC_DIR = Path(__file__).parent
+# The shipped specs; STISR_SPEC_DIR points the planner and every job at an edited copy (an
+# experiment with changed loss weights, say) without touching the package.
+SPEC_DIR = Path(os.environ.get("STISR_SPEC_DIR") or Path(__file__).parent)
 PAPERS = ("tsrn", "lemma", "image", "kdltr", "tcdm")
 PSEUDO_SR = ("lr", "hr", "hr_bicubic_lr", "bicubic")
 METRICS = ("accuracy", "psnr", "ssim", "params", "flops", "latency", "size")
@@ -40,6 +43,10 @@ class RunSpec:
     # Per-scale overrides of params.yaml `scales.<scale>.<task>` (`scales: {demo: {steps: ..}}`):
     # recognizers differ several-fold in cost per step, so one step count cannot fit them all.
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Frozen networks the objective reads: role -> asset (common.yaml `assets`), recognizer or run
+    assets: dict[str, str] = field(default_factory=dict)
+    # Partial init: sub-module of the model -> the recognizer or run whose weights it starts from
+    init_modules: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -125,6 +132,7 @@ class Common:
     recognizers: dict[str, dict[str, Any]]
     testsets: dict[str, dict[str, Any]]
     train_sets: dict[str, dict[str, list[str]]]
+    assets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def qualify(paper: str, ref: str, kind: str = "sr") -> str:
@@ -147,7 +155,10 @@ def load_common() -> Common:
         for req in ("format", "subsets", "data"):
             if req not in ts:
                 raise SpecError(f"{path}: testsets.{name} lacks '{req}'")
-    return Common(data["recognizers"], data["testsets"], data["train_sets"])
+    assets = data.get("assets") or {}
+    if not isinstance(assets, dict):
+        raise SpecError(f"{path}: 'assets' must be a mapping")
+    return Common(data["recognizers"], data["testsets"], data["train_sets"], assets)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -180,6 +191,18 @@ def _parse_scales(raw: Any, where: str) -> dict[str, dict[str, Any]]:
         raise SpecError(str(err)) from None
 
 
+def _ref_map(paper: str, raw: Any, where: str) -> dict[str, str]:
+    """`{role: ref}` with run references qualified by their paper (assets stay global)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise SpecError(f"{where}: must map names to recognizer, asset or run references")
+    assets = load_common().assets
+    return {
+        str(k): v if v in assets else qualify(paper, v, "recognizer") for k, v in raw.items()
+    }
+
+
 def parse_spec(path: Path) -> PaperSpec:
     """Parse one spec file; structural errors name the file and the key path."""
     data = _read_yaml(path)
@@ -193,6 +216,7 @@ def parse_spec(path: Path) -> PaperSpec:
         if not isinstance(r, dict) or "model" not in r or r.get("task") not in ("sr", "rec"):
             raise SpecError(f"{where}: needs 'model' and 'task' (sr|rec)")
         known = {"task", "model", "model_config", "losses", "train_set", "init", "scales"}
+        known |= {"assets", "init_modules"}
         train_set = r.get("train_set", "textzoom_train")
         if train_set not in load_common().train_sets:
             known_sets = ", ".join(load_common().train_sets)
@@ -206,6 +230,8 @@ def parse_spec(path: Path) -> PaperSpec:
             train_set=train_set,
             init=qualify(paper, str(r["init"]), "recognizer") if r.get("init") else None,
             scales=_parse_scales(r.get("scales"), f"{where}.scales"),
+            assets=_ref_map(paper, r.get("assets"), f"{where}.assets"),
+            init_modules=_ref_map(paper, r.get("init_modules"), f"{where}.init_modules"),
             extra={k: v for k, v in r.items() if k not in known},
         )
     tables = tuple(_parse_table(paper, t, path) for t in data.get("tables") or [])
@@ -323,6 +349,12 @@ def validate_references(specs: dict[str, PaperSpec]) -> None:
         for run in spec.runs.values():
             if run.init and run.init not in common.recognizers and run.init not in runs:
                 raise SpecError(f"{run.id}.init: {run.init!r} is neither a recognizer nor a run")
+            refs = {**run.assets, **run.init_modules}
+            for key, ref in refs.items():
+                if ref not in common.recognizers and ref not in runs and ref not in common.assets:
+                    raise SpecError(
+                        f"{run.id}: {key}: {ref!r} is not an asset, recognizer or run"
+                    )
 
 
 def _check_cell(src: dict, where: str, runs: dict[str, RunSpec], common: Common) -> None:

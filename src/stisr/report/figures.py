@@ -48,7 +48,6 @@ from stisr.report.tables import (
 
 log = logging.getLogger("stisr.report.figures")
 EMBEDDED_NOTE = "embedded synthetic data - not the paper's numbers"
-_SOURCE_KEYS = ("sr", "recognizer", "testset", "subset", "metric", "scale")
 Rendered = tuple[Figure, str | None]  # the figure and, when only part of it is drawn, why
 Renderer = Callable[[FigureSpec, Mapping[str, Any], Mapping[str, RunSpec], PaperSpec], Rendered]
 
@@ -75,12 +74,9 @@ def _source(
     fig: FigureSpec, runs: Mapping[str, RunSpec], *layers: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Merge cell-source keys (later layers win) and qualify run references like table cells."""
-    src: dict[str, Any] = {}
-    for layer in layers:
-        src.update({k: layer[k] for k in _SOURCE_KEYS if layer.get(k) is not None})
+    src = plan.merge_source(fig.paper, *layers)
     for key in ("sr", "recognizer"):
         if key in src:
-            src[key] = qualify(fig.paper, str(src[key]), key)
             _check_ref(src[key], key, runs)
     return src
 

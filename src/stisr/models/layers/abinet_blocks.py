@@ -26,6 +26,7 @@ from stisr.charset import Charset
 from stisr.models.layers.aux_ctc import aux_ctc_loss
 from stisr.models.layers.config_utils import as_tuple, check_positive, check_weight
 from stisr.models.layers.init import he_fan_out_
+from stisr.models.objective import Recognizer
 
 # data/charset_36.txt of the official repositories: line i holds the character of class i + 1.
 ABINET_CHARS = "abcdefghijklmnopqrstuvwxyz1234567890"
@@ -458,7 +459,7 @@ def unwrap_official(raw: Any, required_prefixes: Sequence[str], where: str) -> d
     return out
 
 
-class ABINetFamily(nn.Module):
+class ABINetFamily(Recognizer, nn.Module):
     """Preprocessing, decoding and label encoding shared by ABINet and MATRN."""
 
     def __init__(self, cfg: ABINetBaseConfig) -> None:

@@ -85,7 +85,7 @@ class ABINet(ABINetFamily):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_all(x).alignment[-1]
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """Official MultiLosses: CE(vision) + CE(language, all iters) + CE(alignment, all iters).
 
         Each term averages over the label characters plus the end token; labels are lower-cased,
@@ -93,7 +93,7 @@ class ABINet(ABINetFamily):
         """
         if len(labels) != x.shape[0]:
             raise ValueError(
-                f"ABINet.training_loss got {len(labels)} labels for {x.shape[0]} images"
+                f"ABINet.text_loss got {len(labels)} labels for {x.shape[0]} images"
             )
         out = self.forward_all(x)
         targets, lengths = self.encode_targets(labels, x.device)

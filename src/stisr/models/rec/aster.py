@@ -42,6 +42,7 @@ from stisr.models.layers.config_utils import (
     check_weight,
 )
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
+from stisr.models.objective import Recognizer
 
 # Stride of the first block of encoder.layer1..layer5 (height, width): 32 rows collapse to 1.
 _STRIDES = ((2, 2), (2, 2), (2, 1), (2, 1), (2, 1))
@@ -284,7 +285,7 @@ class AttentionRecognitionHead(nn.Module):
         return out
 
 
-class ASTER(nn.Module):
+class ASTER(Recognizer, nn.Module):
     """forward(x: (B, 3, H, W) in [-1, 1]) -> (B, L) predicted class ids (EOS-padded)."""
 
     def __init__(self, config: ASTERConfig | None = None) -> None:
@@ -366,7 +367,7 @@ class ASTER(nn.Module):
             targets[b, : len(e) + 1] = torch.tensor([*e, self.eos], dtype=torch.long)
         return targets.to(device), lengths
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """Teacher-forced sequence cross-entropy summed over label+EOS steps, / batch size.
 
         Labels are filtered to the model's alphabet and cut to `max_len - 1` characters; an empty
@@ -374,7 +375,7 @@ class ASTER(nn.Module):
         """
         if len(labels) != x.shape[0]:
             raise ValueError(
-                f"ASTER.training_loss got {len(labels)} labels for {x.shape[0]} images"
+                f"ASTER.text_loss got {len(labels)} labels for {x.shape[0]} images"
             )
         feats = self.encode(x)
         targets, lengths = self.encode_labels(labels, x.device)

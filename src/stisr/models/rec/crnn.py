@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from stisr.charset import Charset, normalize_label
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
+from stisr.models.objective import Recognizer
 
 # Per-layer (kernel, padding) and the layers with BatchNorm (crnn.pytorch models/crnn.py).
 _KERNELS = (3, 3, 3, 3, 3, 3, 2)
@@ -100,7 +101,7 @@ def _build_cnn(in_channels: int, widths: Sequence[int], leaky: bool) -> nn.Seque
     return cnn
 
 
-class CRNN(nn.Module):
+class CRNN(Recognizer, nn.Module):
     """forward(x: (B, in_channels, 32, W)) -> logits (T, B, classes); T = W/4 + 1 (26 at W=100)."""
 
     def __init__(self, config: CRNNConfig | None = None) -> None:
@@ -142,7 +143,7 @@ class CRNN(nn.Module):
         best = logits.detach().argmax(dim=2).t().tolist()  # (B, T)
         return [self.charset.ctc_greedy(path) for path in best]
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """The recognizer protocol's training entry point (CTC needs no teacher forcing)."""
         return self.loss(self(x), labels)
 

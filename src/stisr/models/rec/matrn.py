@@ -170,14 +170,14 @@ class MATRN(ABINetFamily):
         out = self.forward_all(x)
         return getattr(out, self.config.output_branch)[-1]
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """Official MultiLosses: CE(vision) + CE(language) + 3 * CE(visual, semantic, fused).
 
         Averages are over the label characters plus the end token and over all iterations.
         """
         if len(labels) != x.shape[0]:
             raise ValueError(
-                f"MATRN.training_loss got {len(labels)} labels for {x.shape[0]} images"
+                f"MATRN.text_loss got {len(labels)} labels for {x.shape[0]} images"
             )
         out = self.forward_all(x)
         targets, lengths = self.encode_targets(labels, x.device)

@@ -39,6 +39,7 @@ from stisr.models.layers.config_utils import (
     check_positive,
     check_weight,
 )
+from stisr.models.objective import Recognizer
 
 LUMA = (0.299, 0.587, 0.114)
 EOS_CHAR = "$"
@@ -321,7 +322,7 @@ class ASRN(nn.Module):
         return [self.attention]
 
 
-class MORAN(nn.Module):
+class MORAN(Recognizer, nn.Module):
     """forward(x: (B, 1, 32, W)) -> {"l2r": (B, max_len, 37) logits, "r2l": same, word reversed}."""
 
     def __init__(self, config: MORANConfig | None = None) -> None:
@@ -388,7 +389,7 @@ class MORAN(nn.Module):
                 targets[b, d, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return targets.to(device), lengths.to(device)
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """Cross-entropy averaged over every label+'$' token of both decoders (official
         `CrossEntropyLoss` over the concatenated L2R and R2L predictions). As in training the
         official model, MORN is skipped (plain resize) for half of the batches and attention gets
@@ -396,7 +397,7 @@ class MORAN(nn.Module):
         self._check(x)
         if len(labels) != x.shape[0]:
             raise ValueError(
-                f"MORAN.training_loss got {len(labels)} labels for {x.shape[0]} images"
+                f"MORAN.text_loss got {len(labels)} labels for {x.shape[0]} images"
             )
         cfg = self.config
         if torch.rand(()).item() > 0.5:

@@ -45,6 +45,7 @@ from stisr.models.layers.parseq_blocks import (
     TwoStreamDecoderLayer,
     VitEncoder,
 )
+from stisr.models.objective import Recognizer
 
 EOS_ID = 0
 
@@ -146,7 +147,7 @@ def official_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
     return out
 
 
-class PARSeq(nn.Module):
+class PARSeq(Recognizer, nn.Module):
     """forward(x: (B, 3, 32, 128) in [-1, 1]) -> logits (B, L <= max_length + 1, charset + 1)."""
 
     def __init__(self, config: PARSeqConfig | None = None) -> None:
@@ -235,11 +236,11 @@ class PARSeq(nn.Module):
             out.append(self.charset.decode(ids))
         return out
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """Permutation language modelling loss (teacher forcing over `perm_num` orders)."""
         self._check_input(x)
         if len(labels) != x.shape[0]:
-            raise ValueError(f"PARSeq.training_loss got {len(labels)} labels for {x.shape[0]}")
+            raise ValueError(f"PARSeq.text_loss got {len(labels)} labels for {x.shape[0]}")
         tgt = self.encode_labels(labels, x.device)
         memory = self.encoder(x)
         perms = self.permutations(tgt.shape[1] - 2, x.device)

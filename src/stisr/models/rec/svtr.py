@@ -52,6 +52,7 @@ from stisr.models.layers.svtr_blocks import (
     SubSample,
 )
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
+from stisr.models.objective import Recognizer
 
 PADDLE_TABLE_KEY = "StructuredToParameterName@@"
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9_]+_\d+\.(w|b)_\d+$")
@@ -316,7 +317,7 @@ class CTCHead(nn.Module):
         return self.fc(x)
 
 
-class SVTR(nn.Module):
+class SVTR(Recognizer, nn.Module):
     """forward(x: (B, 3, H_in, W_in) in [-1, 1]) -> logits (B, out_char_num, 37)."""
 
     def __init__(self, config: SVTRConfig | None = None) -> None:
@@ -363,7 +364,7 @@ class SVTR(nn.Module):
         """Greedy CTC (collapse repeats, drop blanks) of (B, T, C) logits."""
         return [self.charset.ctc_greedy(p) for p in logits.detach().argmax(-1).tolist()]
 
-    def training_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
+    def text_loss(self, x: Tensor, labels: Sequence[str]) -> Tensor:
         """PaddleOCR's CTCLoss: per-sample CTC (summed over the label), averaged over the batch.
 
         Labels are filtered to 0-9a-z and cut to `out_char_num`; empty labels are valid (all
@@ -372,7 +373,7 @@ class SVTR(nn.Module):
         logits = self(x)
         batch, steps, _ = logits.shape
         if len(labels) != batch:
-            raise ValueError(f"SVTR.training_loss got {len(labels)} labels for {batch}")
+            raise ValueError(f"SVTR.text_loss got {len(labels)} labels for {batch}")
         encoded = [
             self.charset.encode(self.charset.filter(s)[: self.config.out_char_num]) for s in labels
         ]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.models.layers.config_utils import check_positive
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -22,7 +23,7 @@ class BicubicConfig:
         check_positive(self.scale_factor, "BicubicConfig.scale_factor")
 
 
-class Bicubic(nn.Module):
+class Bicubic(SRModel, nn.Module):
     """forward(lr: (B, C, H, W)) -> (B, C, sH, sW); every channel (incl. a mask) is upsampled."""
 
     def __init__(self, config: BicubicConfig | None = None) -> None:

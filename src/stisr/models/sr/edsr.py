@@ -25,6 +25,7 @@ from stisr.models.layers.config_utils import as_tuple, check_input, check_positi
 from stisr.models.layers.init import he_fan_out_
 from stisr.models.layers.residual import ResidualBlock
 from stisr.models.layers.upsample import upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -62,7 +63,7 @@ class MeanShift(nn.Module):
         return F.conv2d(x, self.weight, self.bias)
 
 
-class EDSR(nn.Module):
+class EDSR(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW), unbounded."""
 
     def __init__(self, config: EDSRConfig | None = None) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from stisr.models.layers.config_utils import check_input, check_positive
 from stisr.models.layers.init import he_fan_out_
 from stisr.models.layers.upsample import upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -77,7 +78,7 @@ class FeatureLevel(nn.Module):
         return self.cov_block(x)
 
 
-class LapSRN(nn.Module):
+class LapSRN(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW), unbounded."""
 
     def __init__(self, config: LapSRNConfig | None = None) -> None:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from stisr.models.layers.config_utils import check_input, check_positive
 from stisr.models.layers.upsample import upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -64,7 +65,7 @@ class ResidualDenseBlock(nn.Module):
         return x + self.conv_1x1(self.dense_layers(x))
 
 
-class RDN(nn.Module):
+class RDN(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW), unbounded."""
 
     def __init__(self, config: RDNConfig | None = None) -> None:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from stisr.models.layers.config_utils import check_input, check_positive
 from stisr.models.layers.upsample import interpolate_up, upsample_blocks
+from stisr.models.objective import SRModel
 
 RESIDUAL_SCALE = 0.2  # both inside the dense block and around the three of them (ESRGAN)
 
@@ -69,7 +70,7 @@ class ResidualInResidualDenseBlock(nn.Module):
         return x + RESIDUAL_SCALE * self.RDB3(self.RDB2(self.RDB1(x)))
 
 
-class RRDBNet(nn.Module):
+class RRDBNet(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW), unbounded."""
 
     def __init__(self, config: RRDBConfig | None = None) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
 from stisr.models.layers.upsample import INTERPOLATION_MODES, interpolate_up, upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -37,7 +38,7 @@ class SRCNNConfig:
         upsample_blocks(self.scale_factor)
 
 
-class SRCNN(nn.Module):
+class SRCNN(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW), unbounded."""
 
     def __init__(self, config: SRCNNConfig | None = None) -> None:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from stisr.models.layers.config_utils import check_positive
 from stisr.models.layers.residual import ResidualBlock
 from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SRResNetConfig:
         upsample_blocks(self.scale_factor)
 
 
-class SRResNet(nn.Module):
+class SRResNet(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, out_channels, 2H, 2W), tanh-bounded."""
 
     def __init__(self, config: SRResNetConfig | None = None) -> None:

@@ -19,6 +19,7 @@ from stisr.models.layers.config_utils import as_tuple, check_choice, check_posit
 from stisr.models.layers.recurrent import RNN_TYPES, SequentialResidualBlock
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
 from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -61,7 +62,7 @@ class TSRNConfig:
         upsample_blocks(self.scale_factor)  # validates the power of two
 
 
-class TSRN(nn.Module):
+class TSRN(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, out_channels, 2H, 2W), tanh-bounded.
 
     The output is tanh as in the official code (so in (-1, 1) while targets are in [0, 1]).

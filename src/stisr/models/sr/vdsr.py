@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from stisr.models.layers.config_utils import check_choice, check_input, check_positive
 from stisr.models.layers.init import he_fan_out_
 from stisr.models.layers.upsample import INTERPOLATION_MODES, interpolate_up, upsample_blocks
+from stisr.models.objective import SRModel
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ConvReLU(nn.Module):
         return self.relu(self.conv(x))
 
 
-class VDSR(nn.Module):
+class VDSR(SRModel, nn.Module):
     """forward(lr: (B, in_channels, H, W)) -> (B, in_channels, sH, sW): interpolation + residual."""
 
     def __init__(self, config: VDSRConfig | None = None) -> None:
