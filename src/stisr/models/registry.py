@@ -26,6 +26,7 @@ from stisr.models.sr.rdn import RDN, RDNConfig
 from stisr.models.sr.rrdb import RRDBConfig, RRDBNet
 from stisr.models.sr.srcnn import SRCNN, SRCNNConfig
 from stisr.models.sr.srresnet import SRResNet, SRResNetConfig
+from stisr.models.sr.tpgsr import TPGSR, TPGSRConfig
 from stisr.models.sr.tsrn import TSRN, TSRNConfig
 from stisr.models.sr.vdsr import VDSR, VDSRConfig
 
@@ -37,6 +38,7 @@ SR_MODELS: dict[str, tuple[type, type]] = {
     "rrdb": (RRDBConfig, RRDBNet),
     "srcnn": (SRCNNConfig, SRCNN),
     "srresnet": (SRResNetConfig, SRResNet),
+    "tpgsr": (TPGSRConfig, TPGSR),
     "tsrn": (TSRNConfig, TSRN),
     "vdsr": (VDSRConfig, VDSR),
 }
