@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image, ImageDraw
 
@@ -58,3 +59,19 @@ def test_import_weights_makes_a_loadable_checkpoint(tmp_path):
     assert main(["import-weights", "crnn", "--root", str(root), "--out", str(out)]) == 0
     model = load_model(out)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_released_files_load_without_running_pickled_code(tmp_path, monkeypatch):
+    import argparse
+
+    from stisr.engine.recognize import load_weights_file
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, plain)
+    assert load_weights_file(plain)["epoch"] == 3
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"state_dict": {}, "opt": argparse.Namespace(lr=1)}, pickled)
+    with pytest.raises(ValueError, match="STISR_TRUST_PICKLE"):
+        load_weights_file(pickled)
+    monkeypatch.setenv("STISR_TRUST_PICKLE", "1")
+    assert load_weights_file(pickled)["opt"].lr == 1

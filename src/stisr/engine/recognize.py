@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +39,24 @@ class Prediction:
     correct: bool | None = None
 
 
+def load_weights_file(path: Path) -> Any:
+    """`torch.load(weights_only=True)`: a downloaded file cannot run code while it is read.
+
+    A release that pickles other objects (an argparse Namespace, say) is refused with the name of
+    what it holds; `STISR_TRUST_PICKLE=1` reads such a file you trust in full.
+    """
+    if os.environ.get("STISR_TRUST_PICKLE") == "1":
+        return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: holds objects beyond tensors and plain containers, refused by "
+            f"weights_only loading ({str(err).splitlines()[0]}); if you trust the file, set "
+            "STISR_TRUST_PICKLE=1"
+        ) from None
+
+
 def load_official(name: str, weights: Path) -> tuple[nn.Module, dict]:
     """A released weight file -> (model, config), loaded strictly after the module's key mapping.
 
@@ -48,7 +69,7 @@ def load_official(name: str, weights: Path) -> tuple[nn.Module, dict]:
     module = importlib.import_module(REC_MODELS[name][1].__module__)
     config = dict(getattr(module, "OFFICIAL_CONFIG", {}))
     reader = getattr(module, "read_official_file", None)
-    raw = reader(weights) if reader else torch.load(weights, map_location="cpu", weights_only=False)
+    raw = reader(weights) if reader else load_weights_file(weights)
     mapping: Callable[[dict], dict] = getattr(module, "official_state_dict", lambda d: d)
     model = build_model(name, config)
     try:
@@ -63,7 +84,7 @@ def load_recognizer(name: str, weights: Path | None) -> nn.Module:
     if weights is None:
         raise ValueError(f"recognizer {name!r} needs --weights (a model.pt or an official file)")
     if Path(weights).suffix in (".pt", ".pth", ".tar"):
-        raw = torch.load(weights, map_location="cpu", weights_only=False)
+        raw = load_weights_file(Path(weights))
         if isinstance(raw, dict) and {"state_dict", "model", "config"} <= raw.keys():
             return load_model(weights).eval()
     return load_official(name, Path(weights))[0].eval()
