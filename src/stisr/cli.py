@@ -132,9 +132,9 @@ def cmd_import_weights(args: argparse.Namespace) -> None:
     from stisr.models.registry import is_implemented
     from stisr.papers.spec import load_common
 
-    entry = next(
-        (r for r in load_common().recognizers.values() if r.get("weights") == args.name), None
-    )
+    common = load_common()
+    entries = [*common.recognizers.values(), *common.assets.values()]
+    entry = next((r for r in entries if r.get("weights") == args.name), None)
     if entry is None or not is_implemented(entry["model"]):
         raise SystemExit(f"import-weights: no implemented recognizer uses weights {args.name!r}")
     src = Path(args.root) / load_sources()[args.name].dest

@@ -97,7 +97,9 @@ class Recognizer:
 
 
 def resolve_recognizer(params: Mapping[str, Any], ref: str, runs: Mapping[str, RunSpec]):
-    catalogue = load_common().recognizers
+    """A recognizer (or a network asset of the same shape: model, embedded_run, weights)."""
+    common = load_common()
+    catalogue = {**common.assets, **common.recognizers}
     if ref in catalogue:
         entry = catalogue[ref]
         if "external" in entry:
@@ -204,10 +206,19 @@ def resolve_asset(params, ref: str, runs: Mapping[str, RunSpec]) -> dict[str, An
 
 
 def asset_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
+    """Why an asset cannot be provided here. Network assets are trained in the DAG whatever
+    `scales.<scale>.recognizers` says (that list picks the evaluators, not objectives' parts)."""
     entry = load_common().assets.get(ref)
-    if entry is not None and entry.get("kind") == "vgg_features":
+    if entry is None:
+        return recognizer_problem(params, ref, runs)
+    if entry.get("kind") == "vgg_features":
         return None
-    return recognizer_problem(params, ref, runs)
+    rec = resolve_recognizer(params, ref, runs)
+    if not is_implemented(rec.model):
+        return f"asset {ref} ({rec.model}) not implemented yet"
+    if rec.run and (why := run_problem(params, rec.run, runs)):
+        return f"asset {ref}: {why}"
+    return None
 
 
 def run_problems(params, run_id: str, runs: Mapping[str, RunSpec]) -> list[str]:
@@ -336,19 +347,25 @@ def table_jobs(params, table: TableSpec, runs: Mapping[str, RunSpec]) -> Jobs:
 
 
 def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
-    needed = set()
-    if sr not in PSEUDO_SR:
-        needed.add(sr)
-    if rec != "none":
-        r = resolve_recognizer(params, rec, runs)
-        if r.run:
-            needed.add(r.run)
-    for run_id in list(needed):
-        init = runs[run_id].init
-        if init:
-            r = resolve_recognizer(params, init, runs)
-            if r.run:
-                needed.add(r.run)
+    """The runs an evaluation reads, and (transitively) the runs they start from or whose
+    networks their objectives read (init, init_modules, assets)."""
+    todo = [] if sr in PSEUDO_SR else [sr]
+    if rec != "none" and (r := resolve_recognizer(params, rec, runs)).run:
+        todo.append(r.run)
+    needed: set[str] = set()
+    while todo:
+        run_id = todo.pop()
+        if run_id in needed:
+            continue
+        needed.add(run_id)
+        run = runs[run_id]
+        refs = [*([run.init] if run.init else []), *run.init_modules.values()]
+        refs += list(asset_bindings(run).values())
+        for ref in refs:
+            if ref in load_common().assets and load_common().assets[ref].get("kind"):
+                continue  # built, not trained (VGG features)
+            if (r := resolve_recognizer(params, ref, runs)).run:
+                todo.append(r.run)
     return needed
 
 
