@@ -100,3 +100,19 @@ def test_plan_lists_blocked_runs_with_reasons(capsys):
     assert "blocked kdltr/abinet_ltr:" in out and "distill" in out
     assert "blocked tsrn/tsrn" not in out
     assert not plan.run_problems(PARAMS, "tsrn/tsrn", RUNS)
+
+
+def test_network_assets_resolve_per_source_and_are_trained_in_the_dag():
+    official = {**PARAMS, "source": "official", "scale": "paper"}
+    emb = plan.resolve_asset(PARAMS, "tp_transformer", RUNS)
+    assert emb["kind"] == "checkpoint"
+    assert emb["path"] == "runs/embedded-demo/train/zoo.stt_transformer/model.pt"
+    assert plan.resolve_asset(official, "tp_transformer", RUNS)["path"] == (
+        "data/official/weights/tp_transformer.stisr.pt"
+    )
+    # the stand-in is trained although it is no evaluator (scales.demo.recognizers)
+    assert not plan.run_problems(PARAMS, "lemma/tbsrn", RUNS)
+    assert "zoo/stt_transformer" in plan.all_jobs(PARAMS, load_specs()).trains
+    cfg = train_config(PARAMS, "image/tpgsr", RUNS, runtime=False)
+    assert cfg.assets["tp_teacher"]["path"].endswith("zoo.crnn/model.pt")
+    assert cfg.init_modules == {"tpg": "runs/embedded-demo/train/zoo.crnn/model.pt"}

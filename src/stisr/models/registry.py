@@ -18,6 +18,7 @@ from stisr.models.rec.crnn import CRNN, CRNNConfig
 from stisr.models.rec.matrn import MATRN, MATRNConfig
 from stisr.models.rec.moran import MORAN, MORANConfig
 from stisr.models.rec.parseq import PARSeq, PARSeqConfig
+from stisr.models.rec.stt_transformer import STTTransformer, STTTransformerConfig
 from stisr.models.rec.svtr import SVTR, SVTRConfig
 from stisr.models.sr.bicubic import Bicubic, BicubicConfig
 from stisr.models.sr.edsr import EDSR, EDSRConfig
@@ -26,6 +27,7 @@ from stisr.models.sr.rdn import RDN, RDNConfig
 from stisr.models.sr.rrdb import RRDBConfig, RRDBNet
 from stisr.models.sr.srcnn import SRCNN, SRCNNConfig
 from stisr.models.sr.srresnet import SRResNet, SRResNetConfig
+from stisr.models.sr.tbsrn import TBSRN, TBSRNConfig
 from stisr.models.sr.tpgsr import TPGSR, TPGSRConfig
 from stisr.models.sr.tsrn import TSRN, TSRNConfig
 from stisr.models.sr.vdsr import VDSR, VDSRConfig
@@ -38,6 +40,7 @@ SR_MODELS: dict[str, tuple[type, type]] = {
     "rrdb": (RRDBConfig, RRDBNet),
     "srcnn": (SRCNNConfig, SRCNN),
     "srresnet": (SRResNetConfig, SRResNet),
+    "tbsrn": (TBSRNConfig, TBSRN),
     "tpgsr": (TPGSRConfig, TPGSR),
     "tsrn": (TSRNConfig, TSRN),
     "vdsr": (VDSRConfig, VDSR),
@@ -49,6 +52,7 @@ REC_MODELS: dict[str, tuple[type, type]] = {
     "matrn": (MATRNConfig, MATRN),
     "moran": (MORANConfig, MORAN),
     "parseq": (PARSeqConfig, PARSeq),
+    "stt_transformer": (STTTransformerConfig, STTTransformer),
     "svtr": (SVTRConfig, SVTR),
 }
 PARAMETER_FREE = {"bicubic"}
