@@ -225,7 +225,7 @@ def run_problems(params, run_id: str, runs: Mapping[str, RunSpec]) -> list[str]:
     """Every reason a run cannot be trained here (empty when it can)."""
     run = runs[run_id]
     if not is_implemented(run.model):  # its settings are still checked against the engine's
-        unknown = [f"{run_id}: {why}" for why in setting_problems(run, objective.Trainable)]
+        unknown = [f"{run_id}: {why}" for why in setting_problems(run, None)]
         return [f"model of {run_id} not implemented yet", *unknown]
     cls = model_class(run.model)
     problems = [f"{run_id}: {why}" for why in setting_problems(run, cls)]

@@ -33,8 +33,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def setting_problems(run: RunSpec, model_cls: type) -> list[str]:
-    """Every setting of `run` that the engine (or the model's objective) cannot honour."""
+def setting_problems(run: RunSpec, model_cls: type | None) -> list[str]:
+    """Every setting of `run` that the engine (or the model's objective) cannot honour; without a
+    model class (not implemented yet) its optimizer options are not judged."""
     problems = []
     if unsupported := sorted(set(run.extra) - HONOURED_KEYS):
         problems.append(f"the training engine does not implement {', '.join(unsupported)} yet")
@@ -42,7 +43,7 @@ def setting_problems(run: RunSpec, model_cls: type) -> list[str]:
     if not isinstance(opt, Mapping):
         return [*problems, f"optimizer must be a mapping, got {opt!r}"]
     allowed = OPTIMIZER_KEYS | getattr(model_cls, "optimizer_options", frozenset())
-    if unknown := sorted(set(opt) - allowed):
+    if model_cls is not None and (unknown := sorted(set(opt) - allowed)):
         problems.append(
             f"optimizer option(s) {', '.join(unknown)} not honoured by {run.model} "
             f"(known: {', '.join(sorted(allowed))})"
