@@ -370,7 +370,12 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
 
 
 def _declared(src: Mapping[str, Any], runs: Mapping[str, RunSpec]) -> bool:
+    """A source that names declared runs and can exist (no HR image in an STR-format set: a
+    figure's HR column there shows the saved images of another evaluation, or says why not)."""
     sr, rec = src.get("sr"), src.get("recognizer")
+    testset = load_common().testsets.get(src.get("testset"), {})
+    if sr in ("hr", "hr_bicubic_lr") and testset.get("format") != "textzoom":
+        return False
     ok_sr = sr in PSEUDO_SR or sr in runs
     return ok_sr and (rec is None or rec in runs or rec in load_common().recognizers)
 
