@@ -15,8 +15,7 @@ from stisr.losses.text_focus import (
     text_focus_losses,
     weighted_cross_entropy,
 )
-from stisr.models.layers.tbsrn_blocks import STTSTNHead
-from stisr.models.layers.tps_stn import STNHead
+from stisr.models.layers.tps_stn import LowResSTNHead, STNHead
 from stisr.models.objective import Context
 from stisr.models.rec import stt_transformer as stt
 from stisr.models.rec.stt_transformer import STTTransformer, STTTransformerConfig
@@ -71,12 +70,12 @@ def test_stn_switch_paper_versus_code() -> None:
 
 
 def test_stt_stn_head_reads_16x64_with_the_tsrn_head_parameters() -> None:
-    head = STTSTNHead(3, 20, "none", (16, 64)).eval()
+    head = LowResSTNHead(3, 20, "none", (16, 64)).eval()
     _, points = head(torch.rand(2, 3, 16, 64))
     assert points.shape == (2, 20, 2)
     assert n_params(head) == n_params(STNHead(3, 20, "none", (32, 64)))
     with pytest.raises(ValueError, match="multiple of 16"):
-        STTSTNHead(3, 20, "none", (8, 64))
+        LowResSTNHead(3, 20, "none", (8, 64))
 
 
 def test_config_errors_name_the_field() -> None:

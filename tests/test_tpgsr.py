@@ -10,7 +10,8 @@ import torch
 
 from stisr.losses import build_loss
 from stisr.losses.text_prior import TextPriorLoss, text_prior_kl, text_prior_l1, text_prior_loss
-from stisr.models.layers.tpgsr_blocks import LowResSTNHead, TPTransformer
+from stisr.models.layers.tpgsr_blocks import TPTransformer
+from stisr.models.layers.tps_stn import LowResSTNHead
 from stisr.models.objective import Context
 from stisr.models.rec.crnn import CRNN, CRNNConfig
 from stisr.models.sr.tpgsr import (
@@ -166,8 +167,8 @@ def test_low_res_stn_head_takes_16x64() -> None:
     head = LowResSTNHead(4, 20, "none", (16, 64)).eval()
     feat, points = head(torch.rand(2, 4, 16, 64))
     assert feat.shape == (2, 512) and points.shape == (2, 20, 2)
-    with pytest.raises(ValueError, match="16-row"):
-        LowResSTNHead(4, 20, "none", (32, 64))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        LowResSTNHead(4, 20, "none", (8, 64))
 
 
 # --- shapes and stages -------------------------------------------------------------------------

@@ -10,13 +10,10 @@ Layout and attribute names of FudanVI/FudanOCR `scene-text-telescope/model/tbsrn
 * `TBSRNBlock` (official `RecurrentResidualBlock`): conv-BN-Mish-conv-BN, the feature enhancer, a
   skip. It still builds TSRN's two row GRUs (`gru1`, `gru2`) that its forward never calls: the
   release contains them, so they stay.
-* `STTSTNHead`: the localization net of the STT code, which reads the 16x64 LR directly; its fifth
-  pooling is 1x2 instead of 2x2 so 16 rows end as one (same parameters as TSRN's 32x64 head).
+* The STT code's localization net reads the 16x64 LR directly: `tps_stn.LowResSTNHead`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,9 +26,6 @@ from stisr.models.layers.stt_blocks import (
     PositionwiseFeedForward,
     positional_encoding_2d,
 )
-from stisr.models.layers.tps_stn import STNHead
-
-_LAST_POOL = 9  # index of the fifth max-pool in STNHead.stn_convnet
 
 
 class FeatureEnhancer(nn.Module):
@@ -92,27 +86,3 @@ class TBSRNBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         residual = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
         return x + self.feature_enhancer(residual)
-
-
-class STTSTNHead(STNHead):
-    """TSRN's localization net for an (H, W) input with H % 16 == 0 and W % 32 == 0 (16x64 in STT).
-
-    Built as the head for a (2H, W) input (same layers and widths, same fc size), then the fifth
-    2x2 pool becomes 1x2, which is the STT code's `MaxPool2d(kernel_size=(1, 2), stride=(1, 2))`.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_control_points: int = 20,
-        activation: str = "none",
-        input_size: Sequence[int] = (16, 64),
-    ) -> None:
-        height, width = (int(v) for v in input_size)
-        if height <= 0 or width <= 0 or height % 16 or width % 32:
-            raise ValueError(
-                f"STT stn input_size must be (multiple of 16, multiple of 32), got {input_size!r}"
-            )
-        super().__init__(in_channels, num_control_points, activation, (2 * height, width))
-        self.stn_convnet[_LAST_POOL] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
-        self.input_size = (height, width)

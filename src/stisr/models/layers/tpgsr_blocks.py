@@ -8,9 +8,7 @@ Layouts and parameter names follow the public code (mjq11302010044/TPGSR `model/
   which the SR branch resizes to the image size;
 * `TextGuidedResidualBlock` is `RecurrentResidualBlockTL`: TSRN's SRB whose vertical recurrence
   reads the residual concatenated with the prior map (`gru1` has `channels + text_channels` in);
-* `LowResSTNHead` is TPGSR's localization net for 16-row inputs: the LR image goes to the STN head
-  at 16x64 without resizing, so the fifth pooling halves only the width (kernel (1, 2)); the
-  parameter shapes are those of the 32x64 head (flatten 256 x 1 x W/32).
+* the localization net for the 16x64 LR fed as is is `tps_stn.LowResSTNHead` (shared with STT).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from torch import Tensor, nn
 
 from stisr.models.layers.activations import make_activation
 from stisr.models.layers.recurrent import RecurrentLine
-from stisr.models.layers.tps_stn import STNHead
 
 # InfoGen's widths in the code (hard-coded there); configurable for small demo models.
 TP_TRANSFORMER_WIDTHS = (512, 128, 64)
@@ -84,34 +81,3 @@ class TextGuidedResidualBlock(nn.Module):
         fused = torch.cat([residual, prior_map], dim=1)
         residual = self.gru1(fused.transpose(-1, -2)).transpose(-1, -2)
         return self.gru2(x + residual)
-
-
-class LowResSTNHead(STNHead):
-    """STNHead for (16, W) inputs (TPGSR, TATT, LEMMA, C3 feed the 16x64 LR image directly).
-
-    Built as the (32, W) head, whose parameters have the same shapes, with the last max-pool
-    (index 9 of `stn_convnet`) halving only the width, as TPGSR's `stn_head.py`.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        num_control_points: int = 20,
-        activation: str = "none",
-        input_size: Sequence[int] = (16, 64),
-    ) -> None:
-        height, width = (int(v) for v in input_size)
-        if height != 16:
-            raise ValueError(f"LowResSTNHead needs 16-row inputs, got input_size {input_size!r}")
-        super().__init__(in_channels, num_control_points, activation, (32, width))
-        self.stn_convnet[9] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
-        self.input_size = (height, width)
-
-
-def make_stn_head(
-    in_channels: int, num_control_points: int, activation: str, input_size: Sequence[int]
-) -> STNHead:
-    """The localization net for `input_size`: the low-resolution variant for 16 rows."""
-    if int(input_size[0]) == 16:
-        return LowResSTNHead(in_channels, num_control_points, activation, input_size)
-    return STNHead(in_channels, num_control_points, activation, input_size)

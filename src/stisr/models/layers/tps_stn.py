@@ -22,6 +22,7 @@ from torch import Tensor, nn
 _LOC_WIDTHS = (32, 64, 128, 256, 256, 256)
 _LOC_DOWNSAMPLE = 2 ** (len(_LOC_WIDTHS) - 1)
 _LOC_FC = 512
+_LAST_POOL = 2 * (len(_LOC_WIDTHS) - 1) - 1  # index of the fifth pooling in stn_convnet
 _INIT_MARGIN = 0.01  # margin of the localization net's initial (bias) control points
 
 
@@ -132,6 +133,41 @@ class STNHead(nn.Module):
         if self.activation == "sigmoid":
             points = torch.sigmoid(points)
         return img_feat, points.view(-1, self.num_control_points, 2)
+
+
+class LowResSTNHead(STNHead):
+    """The localization net for an LR image fed as is (16x64 in TPGSR, TATT, LEMMA, C3, STT).
+
+    Built as the head for (2H, W) inputs (same layers, same parameter shapes), with the fifth
+    pooling halving only the width (`MaxPool2d((1, 2))`), as those codes' `stn_head.py` do.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_control_points: int = 20,
+        activation: str = "none",
+        input_size: Sequence[int] = (16, 64),
+    ) -> None:
+        height, width = _pair(input_size, "stn input_size")
+        half = _LOC_DOWNSAMPLE // 2
+        if height <= 0 or height % half or width % _LOC_DOWNSAMPLE:
+            raise ValueError(
+                f"low-resolution stn input_size must be (multiple of {half}, multiple of "
+                f"{_LOC_DOWNSAMPLE}), got {input_size!r}"
+            )
+        super().__init__(in_channels, num_control_points, activation, (2 * height, width))
+        self.stn_convnet[_LAST_POOL] = nn.MaxPool2d(kernel_size=(1, 2), stride=(1, 2))
+        self.input_size = (height, width)
+
+
+def make_stn_head(
+    in_channels: int, num_control_points: int, activation: str, input_size: Sequence[int]
+) -> STNHead:
+    """The localization net for `input_size`: the low-resolution variant for 16-row inputs."""
+    if int(input_size[0]) % _LOC_DOWNSAMPLE:
+        return LowResSTNHead(in_channels, num_control_points, activation, input_size)
+    return STNHead(in_channels, num_control_points, activation, input_size)
 
 
 class TPSSpatialTransformer(nn.Module):

@@ -92,9 +92,7 @@ class ABINet(ABINetFamily):
         filtered to the charset and truncated to `max_length`, so empty labels train the end token.
         """
         if len(labels) != x.shape[0]:
-            raise ValueError(
-                f"ABINet.text_loss got {len(labels)} labels for {x.shape[0]} images"
-            )
+            raise ValueError(f"ABINet.text_loss got {len(labels)} labels for {x.shape[0]} images")
         out = self.forward_all(x)
         targets, lengths = self.encode_targets(labels, x.device)
         return (

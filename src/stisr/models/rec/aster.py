@@ -374,9 +374,7 @@ class ASTER(Recognizer, nn.Module):
         label trains a lone EOS.
         """
         if len(labels) != x.shape[0]:
-            raise ValueError(
-                f"ASTER.text_loss got {len(labels)} labels for {x.shape[0]} images"
-            )
+            raise ValueError(f"ASTER.text_loss got {len(labels)} labels for {x.shape[0]} images")
         feats = self.encode(x)
         targets, lengths = self.encode_labels(labels, x.device)
         logits = self.decoder.teacher_forced(feats, targets)

@@ -176,9 +176,7 @@ class MATRN(ABINetFamily):
         Averages are over the label characters plus the end token and over all iterations.
         """
         if len(labels) != x.shape[0]:
-            raise ValueError(
-                f"MATRN.text_loss got {len(labels)} labels for {x.shape[0]} images"
-            )
+            raise ValueError(f"MATRN.text_loss got {len(labels)} labels for {x.shape[0]} images")
         out = self.forward_all(x)
         targets, lengths = self.encode_targets(labels, x.device)
         multi_modal = [*out.visual, *out.semantic, *out.final]

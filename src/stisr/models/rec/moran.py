@@ -396,9 +396,7 @@ class MORAN(Recognizer, nn.Module):
         the fractional pickup jitter; empty labels train a lone '$'."""
         self._check(x)
         if len(labels) != x.shape[0]:
-            raise ValueError(
-                f"MORAN.text_loss got {len(labels)} labels for {x.shape[0]} images"
-            )
+            raise ValueError(f"MORAN.text_loss got {len(labels)} labels for {x.shape[0]} images")
         cfg = self.config
         if torch.rand(()).item() > 0.5:
             rectified = F.interpolate(

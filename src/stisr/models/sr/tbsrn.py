@@ -37,11 +37,12 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from stisr.losses.text_focus import text_focus_losses
+from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
-from stisr.models.layers.tbsrn_blocks import STTSTNHead, TBSRNBlock
-from stisr.models.layers.tps_stn import TPSSpatialTransformer, tps_rectify
-from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.layers.tbsrn_blocks import TBSRNBlock
+from stisr.models.layers.tps_stn import tps_rectify
+from stisr.models.layers.upsample import upsample_blocks
 from stisr.models.objective import Batch, Context, Parts, SRModel, add_weighted
 
 TEXT_FOCUS_LOSSES = ("text_focus_attention", "text_focus_content")
@@ -110,38 +111,19 @@ class TBSRN(SRModel, nn.Module):
         # Built and saved by the official __init__ (conv 3->3 + BN), never used by its forward.
         self.conv = nn.Conv2d(3, 3, 3, 1, 1)
         self.bn = nn.BatchNorm2d(3)
-        self.block1 = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
-        for i in range(cfg.srb_nums):
-            block = TBSRNBlock(channels, cfg.heads, cfg.dropout, cfg.activation)
-            setattr(self, f"block{i + 2}", block)
-        setattr(
-            self,
-            f"block{cfg.srb_nums + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
-        tail: list[nn.Module] = [
-            UpsampleBlock(channels, 2, cfg.activation)
-            for _ in range(upsample_blocks(cfg.scale_factor))
+        skeleton.add_head(self, cfg.in_channels, channels)
+        blocks = [
+            TBSRNBlock(channels, cfg.heads, cfg.dropout, cfg.activation)
+            for _ in range(cfg.srb_nums)
         ]
-        tail.append(nn.Conv2d(channels, cfg.out_channels, kernel_size=9, padding=4))
-        setattr(self, f"block{cfg.srb_nums + 3}", nn.Sequential(*tail))
-        if cfg.use_stn:
-            self.tps = TPSSpatialTransformer(
-                cfg.stn_output_size, cfg.num_control_points, cfg.tps_margins, cfg.tps_align_corners
-            )
-            self.stn_head = STTSTNHead(
-                cfg.in_channels, cfg.num_control_points, cfg.stn_activation, cfg.stn_input_size
-            )
+        skeleton.add_blocks(self, blocks)
+        skeleton.add_tail(self, cfg, channels)
+        skeleton.add_stn(self, cfg)  # at 16x64 the head reads the LR itself (the STT code's head)
 
     @property
     def stn_active(self) -> bool:
         """Whether forward() rectifies the input in the current train/eval mode."""
-        cfg = self.config
-        return cfg.use_stn and (self.training or not cfg.stn_in_train_only)
+        return skeleton.stn_active(self)
 
     def forward(self, lr: Tensor) -> Tensor:
         check_input(lr, self.config.in_channels, "TBSRN")
@@ -150,12 +132,7 @@ class TBSRN(SRModel, nn.Module):
             # At 16x64 the head reads the LR itself and the TPS samples it (official); other
             # sizes are resized for the head only.
             x = tps_rectify(x, self.stn_head, self.tps, sample_resized=False)
-        shallow = self.block1(x)
-        feat = shallow
-        for i in range(self.srb_nums + 1):
-            feat = getattr(self, f"block{i + 2}")(feat)
-        out = getattr(self, f"block{self.srb_nums + 3}")(shallow + feat)
-        return out.tanh()
+        return skeleton.run_body(self, x, self.srb_nums).tanh()
 
     @classmethod
     def needed_assets(cls, weights: Mapping[str, float]) -> frozenset[str]:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stisr.losses.text_prior import text_prior_loss
+from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
 from stisr.models.layers.recurrent import RNN_TYPES
@@ -52,10 +53,9 @@ from stisr.models.layers.tpgsr_blocks import (
     TP_TRANSFORMER_WIDTHS,
     TextGuidedResidualBlock,
     TPTransformer,
-    make_stn_head,
 )
-from stisr.models.layers.tps_stn import TPSSpatialTransformer, tps_rectify
-from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.layers.tps_stn import tps_rectify
+from stisr.models.layers.upsample import upsample_blocks
 from stisr.models.objective import Batch, Context, Parts, SRModel, add_weighted
 from stisr.models.rec.crnn import CRNN, CRNNConfig
 
@@ -156,38 +156,19 @@ class TPGSRBranch(nn.Module):
         self.srb_nums = cfg.srb_nums
         self.prior_shape = (prior_channels, 1, prior_frames)
         channels = 2 * cfg.hidden_units
-        self.block1 = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
-        for i in range(cfg.srb_nums):
-            block = TextGuidedResidualBlock(channels, cfg.text_channels, cfg.rnn, cfg.activation)
-            setattr(self, f"block{i + 2}", block)
-        self.infoGen = TPTransformer(prior_channels, cfg.text_channels, cfg.tp_widths)
-        setattr(
-            self,
-            f"block{cfg.srb_nums + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
-        tail: list[nn.Module] = [
-            UpsampleBlock(channels, 2, cfg.activation)
-            for _ in range(upsample_blocks(cfg.scale_factor))
+        skeleton.add_head(self, cfg.in_channels, channels)
+        blocks = [
+            TextGuidedResidualBlock(channels, cfg.text_channels, cfg.rnn, cfg.activation)
+            for _ in range(cfg.srb_nums)
         ]
-        tail.append(nn.Conv2d(channels, cfg.out_channels, kernel_size=9, padding=4))
-        setattr(self, f"block{cfg.srb_nums + 3}", nn.Sequential(*tail))
-        if cfg.use_stn:
-            self.tps = TPSSpatialTransformer(
-                cfg.stn_output_size, cfg.num_control_points, cfg.tps_margins, cfg.tps_align_corners
-            )
-            self.stn_head = make_stn_head(
-                cfg.in_channels, cfg.num_control_points, cfg.stn_activation, cfg.stn_input_size
-            )
+        skeleton.add_blocks(self, blocks)
+        self.infoGen = TPTransformer(prior_channels, cfg.text_channels, cfg.tp_widths)
+        skeleton.add_tail(self, cfg, channels)
+        skeleton.add_stn(self, cfg)
 
     @property
     def stn_active(self) -> bool:
-        cfg = self.config
-        return cfg.use_stn and (self.training or not cfg.stn_in_train_only)
+        return skeleton.stn_active(self)
 
     def forward(self, lr: Tensor, prior: Tensor | None = None) -> Tensor:
         x = lr
@@ -197,12 +178,7 @@ class TPGSRBranch(nn.Module):
             prior = x.new_zeros(x.shape[0], *self.prior_shape)
         prior_map = self.infoGen(prior)
         prior_map = F.interpolate(prior_map, x.shape[-2:], mode="bilinear", align_corners=True)
-        shallow = self.block1(x)
-        feat = shallow
-        for i in range(self.srb_nums):
-            feat = getattr(self, f"block{i + 2}")(feat, prior_map)
-        feat = getattr(self, f"block{self.srb_nums + 2}")(feat)
-        return getattr(self, f"block{self.srb_nums + 3}")(shallow + feat).tanh()
+        return skeleton.run_body(self, x, self.srb_nums, prior_map).tanh()
 
 
 class TPGSROutput(NamedTuple):

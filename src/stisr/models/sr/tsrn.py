@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
 from stisr.models.layers.recurrent import RNN_TYPES, SequentialResidualBlock
-from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
-from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.layers.tps_stn import tps_rectify
+from stisr.models.layers.upsample import upsample_blocks
 from stisr.models.objective import SRModel
 
 
@@ -75,38 +76,18 @@ class TSRN(SRModel, nn.Module):
         self.scale_factor = cfg.scale_factor
         self.srb_nums = cfg.srb_nums
         channels = 2 * cfg.hidden_units
-        self.block1 = nn.Sequential(
-            nn.Conv2d(cfg.in_channels, channels, kernel_size=9, padding=4), nn.PReLU()
-        )
-        for i in range(cfg.srb_nums):
-            block = SequentialResidualBlock(channels, cfg.rnn, cfg.activation)
-            setattr(self, f"block{i + 2}", block)
-        setattr(
-            self,
-            f"block{cfg.srb_nums + 2}",
-            nn.Sequential(
-                nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
-            ),
-        )
-        tail: list[nn.Module] = [
-            UpsampleBlock(channels, 2, cfg.activation)
-            for _ in range(upsample_blocks(cfg.scale_factor))
+        skeleton.add_head(self, cfg.in_channels, channels)
+        blocks = [
+            SequentialResidualBlock(channels, cfg.rnn, cfg.activation) for _ in range(cfg.srb_nums)
         ]
-        tail.append(nn.Conv2d(channels, cfg.out_channels, kernel_size=9, padding=4))
-        setattr(self, f"block{cfg.srb_nums + 3}", nn.Sequential(*tail))
-        if cfg.use_stn:
-            self.tps = TPSSpatialTransformer(
-                cfg.stn_output_size, cfg.num_control_points, cfg.tps_margins, cfg.tps_align_corners
-            )
-            self.stn_head = STNHead(
-                cfg.in_channels, cfg.num_control_points, cfg.stn_activation, cfg.stn_input_size
-            )
+        skeleton.add_blocks(self, blocks)
+        skeleton.add_tail(self, cfg, channels)
+        skeleton.add_stn(self, cfg)
 
     @property
     def stn_active(self) -> bool:
         """Whether forward() rectifies the input in the current train/eval mode."""
-        cfg = self.config
-        return cfg.use_stn and (self.training or not cfg.stn_in_train_only)
+        return skeleton.stn_active(self)
 
     def forward(self, lr: Tensor) -> Tensor:
         if lr.dim() != 4 or lr.shape[1] != self.config.in_channels:
@@ -116,9 +97,4 @@ class TSRN(SRModel, nn.Module):
         x = lr
         if self.stn_active:
             x = tps_rectify(x, self.stn_head, self.tps, self.config.stn_sample_resized)
-        shallow = self.block1(x)
-        feat = shallow
-        for i in range(self.srb_nums + 1):
-            feat = getattr(self, f"block{i + 2}")(feat)
-        out = getattr(self, f"block{self.srb_nums + 3}")(shallow + feat)
-        return out.tanh()
+        return skeleton.run_body(self, x, self.srb_nums).tanh()
