@@ -182,9 +182,7 @@ def recognizer_available(params, ref: str, runs: Mapping[str, RunSpec]) -> bool:
 def asset_bindings(run: RunSpec) -> dict[str, str]:
     """Role -> asset reference: defaults of the run's losses (`LOSS_ASSETS`), then its own."""
     defaults = {
-        role: default
-        for name, (_, role, default) in LOSS_ASSETS.items()
-        if run.losses.get(name)
+        role: default for name, (_, role, default) in LOSS_ASSETS.items() if run.losses.get(name)
     }
     return {**defaults, **run.assets}
 

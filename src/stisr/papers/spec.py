@@ -198,9 +198,7 @@ def _ref_map(paper: str, raw: Any, where: str) -> dict[str, str]:
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise SpecError(f"{where}: must map names to recognizer, asset or run references")
     assets = load_common().assets
-    return {
-        str(k): v if v in assets else qualify(paper, v, "recognizer") for k, v in raw.items()
-    }
+    return {str(k): v if v in assets else qualify(paper, v, "recognizer") for k, v in raw.items()}
 
 
 def parse_spec(path: Path) -> PaperSpec:
@@ -352,9 +350,7 @@ def validate_references(specs: dict[str, PaperSpec]) -> None:
             refs = {**run.assets, **run.init_modules}
             for key, ref in refs.items():
                 if ref not in common.recognizers and ref not in runs and ref not in common.assets:
-                    raise SpecError(
-                        f"{run.id}: {key}: {ref!r} is not an asset, recognizer or run"
-                    )
+                    raise SpecError(f"{run.id}: {key}: {ref!r} is not an asset, recognizer or run")
 
 
 def _check_cell(src: dict, where: str, runs: dict[str, RunSpec], common: Common) -> None:
