@@ -10,10 +10,10 @@ import signal
 import pytest
 import torch
 
-from stisr.engine import train as train_mod
 from stisr.engine.checkpoint import load_checkpoint, load_model
 from stisr.engine.evaluate import evaluate
 from stisr.engine.train import EXIT_REQUEUE, StepBatchSampler, TrainConfig, train
+from stisr.engine.train_config import lr_at
 from stisr.models.sr.tsrn import TSRN
 
 TINY_TSRN = {"hidden_units": 4, "srb_nums": 1}
@@ -145,7 +145,7 @@ def test_cosine_lr_schedule_is_followed_and_resume_is_exact(tiny_textzoom, tmp_p
     quarter = math.cos(math.pi / 4)
     expected = [0.5, 1.0, 1.0, (1 + quarter) / 2, 0.5, (1 - quarter) / 2]
     assert [h["lr"] for h in history] == pytest.approx([1e-3 * f for f in expected])
-    assert train_mod.lr_at(_cfg(data, 6, **kw), 6, 6) == 0.0  # decays to 0 at the end
+    assert lr_at(_cfg(data, 6, **kw), 6, 6) == 0.0  # decays to 0 at the end
     # SIGTERM mid-run: the resumed run picks the curve up where it stopped
     real_call = TSRN.training_loss
     calls = {"n": 0}

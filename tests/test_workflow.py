@@ -152,15 +152,27 @@ def _smoke_trains(**overrides):
     return params, plan.all_jobs(params, load_specs())
 
 
-def test_a_width_override_reruns_exactly_that_models_runs(edited_copy):
-    extra = edited_copy / "wider_tsrn.yaml"
-    extra.write_text("scales:\n  smoke:\n    models:\n      tsrn: {hidden_units: 6, srb_nums: 1}\n")
-    out = _snakemake(edited_copy, "-n", "--configfile", str(extra), "--config", "scale=smoke")
+def _dry_run_with(work: Path, name: str, override: str) -> subprocess.CompletedProcess:
+    """A dry run with `override` (YAML) merged into params.yaml; the run must plan cleanly."""
+    extra = work / name
+    extra.write_text(override)
+    out = _snakemake(work, "-n", "--configfile", str(extra), "--config", "scale=smoke")
     assert out.returncode == 0, out.stderr[-3000:]
-    jobs = _planned_jobs(out)
+    return out
+
+
+def _train_wildcards(keep) -> set[str]:
+    """The train jobs' wildcards of the planned smoke runs for which `keep(run)` holds."""
     _, planned = _smoke_trains()
     runs = all_runs(load_specs())
-    expected = {f"run={r.replace('/', '.', 1)}" for r in planned.trains if runs[r].model == "tsrn"}
+    return {f"run={r.replace('/', '.', 1)}" for r in planned.trains if keep(runs[r])}
+
+
+def test_a_width_override_reruns_exactly_that_models_runs(edited_copy):
+    override = "scales:\n  smoke:\n    models:\n      tsrn: {hidden_units: 6, srb_nums: 1}\n"
+    out = _dry_run_with(edited_copy, "wider_tsrn.yaml", override)
+    jobs = _planned_jobs(out)
+    expected = _train_wildcards(lambda run: run.model == "tsrn")
     assert expected and jobs["train"] == expected
     assert not {"synth_textzoom", "synth_str", "complexity", "degrade_str"} & jobs.keys()
     assert all(w.split("sr=")[1].split(",")[0] in {e[4:] for e in expected}
@@ -185,14 +197,7 @@ def test_a_loss_weight_edit_reruns_exactly_that_run(edited_copy, tmp_path):
 
 
 def test_a_step_budget_edit_reruns_only_sr_runs(edited_copy):
-    extra = edited_copy / "sr_steps.yaml"
-    extra.write_text("scales:\n  smoke:\n    sr: {steps: 7}\n")
-    out = _snakemake(edited_copy, "-n", "--configfile", str(extra), "--config", "scale=smoke")
-    assert out.returncode == 0, out.stderr[-3000:]
-    jobs = _planned_jobs(out)
-    runs = all_runs(load_specs())
-    _, planned = _smoke_trains()
-    sr = {f"run={r.replace('/', '.', 1)}" for r in planned.trains if runs[r].task == "sr"}
-    assert jobs["train"] == sr
+    out = _dry_run_with(edited_copy, "sr_steps.yaml", "scales:\n  smoke:\n    sr: {steps: 7}\n")
+    assert _planned_jobs(out)["train"] == _train_wildcards(lambda run: run.task == "sr")
     out = _snakemake(edited_copy, "-n", "--config", "scale=smoke")  # the original: nothing to do
     assert "Nothing to be done" in out.stdout + out.stderr

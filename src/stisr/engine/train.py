@@ -44,7 +44,7 @@ from stisr.engine.optim import (
 from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.engine.selection import Selector, better, split_holdout
-from stisr.engine.train_config import ConfigMismatch, TrainConfig, _factor, lr_at  # noqa: F401
+from stisr.engine.train_config import ConfigMismatch, TrainConfig
 from stisr.losses import LOSS_ASSETS, LOSSES, build_loss
 from stisr.models.objective import Context
 from stisr.models.registry import build_model
@@ -289,7 +289,7 @@ def train(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{cfg.run}: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
-            lr = set_lr(opt, _factor(cfg, step, n_steps))
+            lr = set_lr(opt, cfg.lr_factor_at(step, n_steps))
             scaler.scale(loss * cfg.loss_scale).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)

@@ -89,6 +89,17 @@ class TrainConfig:
         if self.selection == "test" and not self.select_sets:
             raise ValueError(f"{self.run}: selection 'test' needs select_sets")
 
+    def lr_factor_at(self, step: int, n_steps: int) -> float:
+        """Multiplier of every group's base LR for the update made at `step` of `n_steps`."""
+        return lr_factor(
+            self.lr_schedule,
+            step,
+            n_steps,
+            warmup_steps=self.warmup_steps,
+            milestones=self.lr_milestones,
+            gamma=self.lr_gamma,
+        )
+
     def identity(self) -> dict[str, Any]:
         """What shaped the weights: everything but the step budget and where/how fast it runs."""
         return {k: v for k, v in asdict(self).items() if k not in NOT_IDENTITY}
@@ -114,15 +125,4 @@ class ConfigMismatch(RuntimeError):
 
 def lr_at(cfg: TrainConfig, step: int, n_steps: int) -> float:
     """Base LR of the update made at `step` (0-based) of `n_steps` (first parameter group)."""
-    return cfg.lr * _factor(cfg, step, n_steps)
-
-
-def _factor(cfg: TrainConfig, step: int, n_steps: int) -> float:
-    return lr_factor(
-        cfg.lr_schedule,
-        step,
-        n_steps,
-        warmup_steps=cfg.warmup_steps,
-        milestones=cfg.lr_milestones,
-        gamma=cfg.lr_gamma,
-    )
+    return cfg.lr * cfg.lr_factor_at(step, n_steps)

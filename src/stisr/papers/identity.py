@@ -8,18 +8,24 @@ counts hash the settings they read besides their input files.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from stisr.config import ParamsError, scale_settings
+from stisr.engine.train_config import config_hash
 from stisr.models.registry import ModelConfigError, build_config
 from stisr.papers.plan import resolve_recognizer, testset_dirs
 from stisr.papers.spec import PSEUDO_SR, RunSpec
 from stisr.papers.training import train_hash
 
-__all__ = ["check_model_overrides", "complexity_hash", "eval_hash", "train_hash"]
+__all__ = [
+    "check_model_overrides",
+    "complexity_hash",
+    "data_hash",
+    "eval_hash",
+    "spec_hash",
+    "train_hash",
+]
 
 
 def check_model_overrides(params: Mapping[str, Any]) -> None:
@@ -36,16 +42,12 @@ def check_model_overrides(params: Mapping[str, Any]) -> None:
                 raise ParamsError(f"{where}: {err}") from None
 
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def eval_hash(params: Mapping[str, Any], testset: str) -> str:
     """What shapes an evaluation besides its input files: the scale's evaluation settings."""
     ev = dict(scale_settings(params)["eval"])
     ev.pop("batch_size", None)  # batching does not change a metric
     dirs = {k: [str(d) for d in v] for k, v in testset_dirs(params, testset).items()}
-    return _hash({"eval": ev, "subsets": dirs})
+    return config_hash({"eval": ev, "subsets": dirs})
 
 
 def complexity_hash(params, sr: str, rec: str, runs: Mapping[str, RunSpec]) -> str:
@@ -56,7 +58,7 @@ def complexity_hash(params, sr: str, rec: str, runs: Mapping[str, RunSpec]) -> s
     if rec != "none":
         r = resolve_recognizer(params, rec, runs)
         parts["rec"] = [r.model, runs[r.run].model_config if r.run else {}]
-    return _hash(parts)
+    return config_hash(parts)
 
 
 def spec_hash(paper: str, kind: str, item_id: str) -> str:
@@ -65,10 +67,10 @@ def spec_hash(paper: str, kind: str, item_id: str) -> str:
 
     spec = load_specs()[paper]
     items = spec.tables if kind == "table" else spec.figures
-    return _hash(repr(next(i for i in items if i.id == item_id)))
+    return config_hash(repr(next(i for i in items if i.id == item_id)))
 
 
 def data_hash(params: Mapping[str, Any], what: str) -> str:
     """The embedded generator's settings of one dataset (sizes at this scale, seed)."""
     emb = params["embedded"]
-    return _hash({"sizes": emb["sizes"][params["scale"]].get(what), "seed": emb["seed"]})
+    return config_hash({"sizes": emb["sizes"][params["scale"]].get(what), "seed": emb["seed"]})

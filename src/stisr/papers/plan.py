@@ -187,11 +187,14 @@ def asset_bindings(run: RunSpec) -> dict[str, str]:
     return {**defaults, **run.assets}
 
 
+def built_asset(ref: str) -> bool:
+    """An asset built from its settings (VGG features), not a network trained or released."""
+    return load_common().assets.get(ref, {}).get("kind") == "vgg_features"
+
+
 def resolve_asset(params, ref: str, runs: Mapping[str, RunSpec]) -> dict[str, Any]:
     """An asset reference -> the engine's spec of it (engine/assets.py) on this data source."""
-    catalogue = load_common().assets
-    entry = catalogue.get(ref)
-    if entry is not None and entry.get("kind") == "vgg_features":
+    if built_asset(ref):
         fields = vgg_features(params)
         spec = VGGFeaturesSpec(**fields)
         out = {"kind": "vgg_features", **fields, "note": spec.note}
@@ -206,10 +209,9 @@ def resolve_asset(params, ref: str, runs: Mapping[str, RunSpec]) -> dict[str, An
 def asset_problem(params, ref: str, runs: Mapping[str, RunSpec]) -> str | None:
     """Why an asset cannot be provided here. Network assets are trained in the DAG whatever
     `scales.<scale>.recognizers` says (that list picks the evaluators, not objectives' parts)."""
-    entry = load_common().assets.get(ref)
-    if entry is None:
+    if ref not in load_common().assets:
         return recognizer_problem(params, ref, runs)
-    if entry.get("kind") == "vgg_features":
+    if built_asset(ref):
         return None
     rec = resolve_recognizer(params, ref, runs)
     if not is_implemented(rec.model):
@@ -360,9 +362,7 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
         refs = [*([run.init] if run.init else []), *run.init_modules.values()]
         refs += list(asset_bindings(run).values())
         for ref in refs:
-            if ref in load_common().assets and load_common().assets[ref].get("kind"):
-                continue  # built, not trained (VGG features)
-            if (r := resolve_recognizer(params, ref, runs)).run:
+            if not built_asset(ref) and (r := resolve_recognizer(params, ref, runs)).run:
                 todo.append(r.run)
     return needed
 
