@@ -68,6 +68,23 @@ def test_smoke_dag_fills_the_tsrn_slice(smoke_run):
         assert list((smoke_run / "results" / paper).glob("*.png")), paper
 
 
+def test_every_job_leaves_a_benchmark_and_the_run_ends_with_its_timing(smoke_run):
+    bench = smoke_run / "logs/embedded-smoke/benchmarks"
+    rules = {p.name for p in bench.iterdir()}
+    assert {
+        "synth_textzoom",
+        "train",
+        "evaluate",
+        "complexity",
+        "table",
+        "figure",
+        "index",
+    } <= rules
+    timing = (smoke_run / "results/timing.md").read_text()
+    assert "## Per paper" in timing and "| tsrn |" in timing
+    assert "| train |" in timing
+
+
 def test_second_run_does_nothing(smoke_run):
     out = _snakemake(smoke_run, "--config", "scale=smoke")
     assert out.returncode == 0

@@ -26,6 +26,8 @@ EFFECTIVE_PARAMS = write_effective_params(config, Path(".snakemake/stisr-params"
 STISR = f"stisr --params {EFFECTIVE_PARAMS}"
 EMBEDDED = config["source"] == "embedded"
 LOGS = f"logs/{WORK}"
+# one Snakemake benchmark file per job (wall, CPU, memory): results/timing.md sums them
+BENCH = f"{LOGS}/benchmarks"
 
 wildcard_constraints:
     run=r"[^/]+",

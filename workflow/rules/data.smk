@@ -28,6 +28,8 @@ if EMBEDDED:
     rule synth_textzoom:
         output:
             directory(f"{DATA}/textzoom"),
+        benchmark:
+            f"{BENCH}/synth_textzoom/textzoom.tsv"
         log:
             f"{LOGS}/synth_textzoom.log",
         params:
@@ -38,6 +40,8 @@ if EMBEDDED:
     rule synth_str:
         output:
             directory(f"{DATA}/str"),
+        benchmark:
+            f"{BENCH}/synth_str/str.tsv"
         log:
             f"{LOGS}/synth_str.log",
         params:
@@ -56,6 +60,8 @@ else:
                 directory(f"data/official/{_src.dest}")
                 if _src.archive != "none" or _src.kind == "dataset"
                 else f"data/official/{_src.dest}",
+            benchmark:
+                f"{BENCH}/fetch/{_src.name}.tsv"
             log:
                 f"logs/fetch/{_src.name}.log",
             params:
@@ -68,6 +74,8 @@ else:
             lambda wc: f"data/official/{load_sources()[wc.name].dest}",
         output:
             "data/official/weights/{name}.stisr.pt",
+        benchmark:
+            f"{BENCH}/import_weights/{{name}}.tsv"
         log:
             "logs/fetch/import_{name}.log",
         shell:
@@ -84,6 +92,8 @@ rule degrade_str:
         directory(f"{DATA}/str_lr/{{kind}}"),
     wildcard_constraints:
         kind="commonlr|lemma|kdltr|ic15_352",
+    benchmark:
+        f"{BENCH}/degrade_str/{{kind}}.tsv"
     log:
         f"{LOGS}/degrade_{{kind}}.log",
     params:

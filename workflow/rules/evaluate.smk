@@ -26,6 +26,8 @@ rule evaluate:
         evaluate_inputs,
     output:
         f"runs/{WORK}/eval/{{sr}}/{{rec}}/{{testset}}.json",
+    benchmark:
+        f"{BENCH}/evaluate/{{sr}}/{{rec}}/{{testset}}.tsv"
     log:
         f"{LOGS}/eval/{{sr}}/{{rec}}/{{testset}}.log",
     threads: config["train"]["torch_threads"]
@@ -42,6 +44,8 @@ rule evaluate:
 rule complexity:
     output:
         f"runs/{WORK}/complexity/{{sr}}+{{rec}}.json",
+    benchmark:
+        f"{BENCH}/complexity/{{sr}}/{{rec}}.tsv"
     log:
         f"{LOGS}/complexity/{{sr}}+{{rec}}.log",
     params:

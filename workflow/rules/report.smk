@@ -22,6 +22,8 @@ rule table:
     output:
         csv="results/{paper}/{table}.csv",
         md="results/{paper}/{table}.md",
+    benchmark:
+        f"{BENCH}/table/{{paper}}/{{table}}.tsv"
     log:
         f"{LOGS}/report/{{paper}}_{{table}}.log",
     params:
@@ -40,6 +42,8 @@ rule figure:
             caption="../report/figure.rst",
         ),
         status="results/{paper}/{figure}.json",
+    benchmark:
+        f"{BENCH}/figure/{{paper}}/{{figure}}.tsv"
     log:
         f"{LOGS}/report/{{paper}}_{{figure}}.log",
     params:
@@ -54,6 +58,8 @@ rule index:
         FIGURE_FILES,
     output:
         report(RESULTS_INDEX, category="index", caption="../report/index.rst"),
+    benchmark:
+        f"{BENCH}/index/index.tsv"
     log:
         f"{LOGS}/report/index.log",
     shell:
@@ -71,6 +77,8 @@ rule track:
         track_inputs,
     output:
         f"runs/{WORK}/tracked/{{sr}}.json",
+    benchmark:
+        f"{BENCH}/track/{{sr}}.tsv"
     log:
         f"{LOGS}/track/{{sr}}.log",
     resources:

@@ -24,6 +24,8 @@ rule train:
     output:
         model=f"runs/{WORK}/train/{{run}}/model.pt",
         metrics=f"runs/{WORK}/train/{{run}}/metrics.json",
+    benchmark:
+        f"{BENCH}/train/{{run}}.tsv"
     log:
         f"{LOGS}/train/{{run}}.log",
     threads: config["train"]["torch_threads"]

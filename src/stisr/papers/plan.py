@@ -392,15 +392,19 @@ def figure_jobs(params, spec: PaperSpec, runs: Mapping[str, RunSpec]) -> Jobs:
     return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), ())
 
 
+def paper_jobs(params, spec: PaperSpec, runs: Mapping[str, RunSpec]) -> Jobs:
+    """Everything one paper's tables and figures need (what it costs if run alone)."""
+    parts = [*(table_jobs(params, t, runs) for t in spec.tables), figure_jobs(params, spec, runs)]
+    return _union(parts)
+
+
 def all_jobs(params, specs: Mapping[str, PaperSpec]) -> Jobs:
     runs = all_runs(dict(specs))
-    trains: set[str] = set()
-    evals: set[tuple[str, str, str]] = set()
-    comps: set[tuple[str, str]] = set()
-    for paper in params["papers"]:
-        parts = [table_jobs(params, t, runs) for t in specs[paper].tables]
-        for j in [*parts, figure_jobs(params, specs[paper], runs)]:
-            trains |= set(j.trains)
-            evals |= set(j.evaluations)
-            comps |= set(j.complexities)
-    return Jobs(tuple(sorted(trains)), tuple(sorted(evals)), tuple(sorted(comps)))
+    return _union([paper_jobs(params, specs[p], runs) for p in params["papers"]])
+
+
+def _union(parts: list[Jobs]) -> Jobs:
+    trains = sorted({r for j in parts for r in j.trains})
+    evals = sorted({e for j in parts for e in j.evaluations})
+    comps = sorted({c for j in parts for c in j.complexities})
+    return Jobs(tuple(trains), tuple(evals), tuple(comps))
