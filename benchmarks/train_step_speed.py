@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stisr.engine.speed import prepare_model, to_device
 from stisr.losses import build_loss
 from stisr.models.objective import Context
 from stisr.models.registry import PARAMETER_FREE, REC_MODELS, SR_MODELS, build_model
@@ -153,10 +154,13 @@ def adam_step(model: nn.Module, loss_fn: Callable[[], Tensor]) -> Step:
     return step
 
 
-def ours_tsrn_step(config: str, batch: dict[str, Any]) -> Step:
-    model = build_model("tsrn", TSRN_CONFIGS[config]).train()
+def ours_tsrn_step(config: str, batch: dict[str, Any], channels_last: bool = True) -> Step:
+    """As the engine trains an SR run (params.yaml `train.channels_last: auto` = on for SR)."""
+    model = prepare_model(build_model("tsrn", TSRN_CONFIGS[config]).train(), "cpu", channels_last)
     ctx = Context(weights=TSRN_LOSS, image_loss=build_loss(TSRN_LOSS))
-    return adam_step(model, lambda: model.training_loss(batch, ctx)[0])
+    return adam_step(
+        model, lambda: model.training_loss(to_device(batch, "cpu", channels_last), ctx)[0]
+    )
 
 
 def official_tsrn_step(classes: tuple[type, type], config: str, batch: dict[str, Any]) -> Step:
@@ -189,7 +193,11 @@ def tsrn_batch(batch_size: int) -> dict[str, Any]:
 
 
 def tsrn_rates(
-    batch_size: int, repeats: int, warmup: int, official: str | Path | None
+    batch_size: int,
+    repeats: int,
+    warmup: int,
+    official: str | Path | None,
+    channels_last: bool = True,
 ) -> dict[str, dict[str, float]]:
     """{config: {"ours": median steps/s, ["official": ..., "ratio": ours/official]}}."""
     classes = load_official(official) if official else None
@@ -197,7 +205,7 @@ def tsrn_rates(
     result: dict[str, dict[str, float]] = {}
     for config in TSRN_CONFIGS:
         torch.manual_seed(0)
-        steps = {"ours": ours_tsrn_step(config, batch)}
+        steps = {"ours": ours_tsrn_step(config, batch, channels_last)}
         if classes is not None:
             steps["official"] = official_tsrn_step(classes, config, batch)
         rates = interleaved_rates(steps, repeats, warmup)
@@ -237,18 +245,23 @@ def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, dict[str, flo
     ap.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     ap.add_argument("--all", action="store_true", help="also time every other model")
     ap.add_argument("--smoke", action="store_true", help="batch 2, one repeat, one warm-up")
+    ap.add_argument(
+        "--nchw", action="store_true", help="ours without the engine's channels-last layout"
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.batch, args.repeats, args.warmup = 2, 1, 1
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load}")
     print(f"# batch {args.batch}, {args.repeats} timed steps after {args.warmup} warm-up, median")
+    layout = "NCHW" if args.nchw else "channels-last (the engine's SR default)"
+    print(f"# ours: {layout}; official: as written (NCHW)")
     if not args.official:
         print("# no --official folder: our side only")
     results: dict[int, dict[str, dict[str, float]]] = {}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        figures = tsrn_rates(args.batch, args.repeats, args.warmup, args.official)
+        figures = tsrn_rates(args.batch, args.repeats, args.warmup, args.official, not args.nchw)
         results[threads] = figures
         for config, fig in figures.items():
             line = f"tsrn[{config}] threads={threads} ours={fig['ours']:.3f} steps/s"

@@ -24,6 +24,7 @@ def build_optimizer(
     *,
     betas: Sequence[float],
     weight_decay: float,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
@@ -31,7 +32,8 @@ def build_optimizer(
     groups = [dict(g) for g in groups]
     for g in groups:
         g["initial_lr"] = g["lr"]  # what the schedule multiplies
-    return cls(groups, betas=tuple(betas), weight_decay=weight_decay)
+    kwargs = {"fused": True} if fused else {}  # CUDA only (engine/speed.py)
+    return cls(groups, betas=tuple(betas), weight_decay=weight_decay, **kwargs)
 
 
 def lr_factor(

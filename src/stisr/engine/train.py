@@ -44,6 +44,7 @@ from stisr.engine.optim import (
 from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.engine.selection import Selector, better, split_holdout
+from stisr.engine.speed import fused_optimizer, pin_memory, prepare_model, to_device
 from stisr.engine.train_config import ConfigMismatch, TrainConfig
 from stisr.losses import LOSS_ASSETS, LOSSES, build_loss
 from stisr.models.objective import Context
@@ -123,10 +124,6 @@ def build_context(cfg: TrainConfig, assets: Mapping[str, nn.Module]) -> Context:
     return Context(weights=weights, image_loss=image_loss, assets=dict(assets))
 
 
-def _to_device(batch: Mapping[str, Any], device: str) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 class _Preempted(Exception):
     pass
 
@@ -186,11 +183,17 @@ def train(
         init = load_model(Path(cfg.init))
         model.load_state_dict(init.state_dict(), strict=True)
     init_submodules(model, cfg.init_modules, cfg.run)
-    model.to(cfg.device)
+    prepare_model(model, cfg.device, cfg.channels_last)
     assets = build_assets(cfg.assets, cfg.device)
     ctx = build_context(cfg, assets)
     groups = model.param_groups(cfg.lr, cfg.optimizer_options)
-    opt = build_optimizer(cfg.optimizer, groups, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt = build_optimizer(
+        cfg.optimizer,
+        groups,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+        fused=fused_optimizer(cfg.device),
+    )
     ema = EMA(model, cfg.ema) if cfg.ema else None
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp)
     data, dropped_labels = _dataset(cfg, model)
@@ -232,7 +235,11 @@ def train(
 
     sampler = StepBatchSampler(len(data), cfg.batch_size, seed, start, n_steps)
     loader = DataLoader(
-        data, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.num_workers
+        data,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        pin_memory=pin_memory(cfg.device),
     )
     stop = {"signal": None}
 
@@ -285,7 +292,9 @@ def train(
         for batch in loader:
             ctx.step = step
             with torch.autocast(device_type="cuda", enabled=cfg.amp):
-                loss, parts = model.training_loss(_to_device(batch, cfg.device), ctx)
+                loss, parts = model.training_loss(
+                    to_device(batch, cfg.device, cfg.channels_last), ctx
+                )
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{cfg.run}: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -380,7 +389,7 @@ def _write_samples(model: nn.Module, data: Dataset, path: Path, device: str) -> 
     import matplotlib.pyplot as plt
 
     batch = collate([data[i] for i in range(min(4, len(data)))])
-    out = model.infer(_to_device(batch, device))
+    out = model.infer(to_device(batch, device))
     panels = [("input", batch["lr"][:, :3])]
     if "sr" in out:
         panels.append(("SR", out["sr"][:, :3].cpu()))

@@ -24,10 +24,11 @@ from stisr.papers.settings import budget_settings, optimizer_settings, schedule_
 from stisr.papers.spec import RunSpec
 
 # TrainConfig fields that change where and how fast a job runs, not what it computes.
-RUNTIME_FIELDS = ("device", "amp", "num_workers", "torch_threads")
+RUNTIME_FIELDS = ("device", "amp", "num_workers", "torch_threads", "channels_last")
 
 
-def runtime_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+def runtime_settings(params: Mapping[str, Any], task: str = "sr") -> dict[str, Any]:
+    """Where and how fast a `task` job runs; `auto` resolves against this machine."""
     import torch
 
     train = params["train"]
@@ -38,7 +39,13 @@ def runtime_settings(params: Mapping[str, Any]) -> dict[str, Any]:
         "amp": cuda if train["amp"] == "auto" else bool(train["amp"]),
         "num_workers": (8 if cuda else 0) if workers == "auto" else workers,
         "torch_threads": train["torch_threads"],
+        "channels_last": channels_last(train["channels_last"], task),
     }
+
+
+def channels_last(value: str | bool, task: str) -> bool:
+    """`auto`: on for SR (convolutional bodies gain), off for recognizers (not measured faster)."""
+    return task == "sr" if value == "auto" else bool(value)
 
 
 def train_config(
@@ -77,7 +84,7 @@ def train_config(
         init=init,
         init_modules=init_modules,
         assets=assets,
-        **(runtime_settings(params) if runtime else {}),
+        **(runtime_settings(params, run.task) if runtime else {}),
         **selection_settings(params, run, runs),
     )
 

@@ -79,5 +79,5 @@ class TextGuidedResidualBlock(nn.Module):
     def forward(self, x: Tensor, prior_map: Tensor) -> Tensor:
         residual = self.bn2(self.conv2(self.prelu(self.bn1(self.conv1(x)))))
         fused = torch.cat([residual, prior_map], dim=1)
-        residual = self.gru1(fused.transpose(-1, -2)).transpose(-1, -2)
+        residual = self.gru1(fused, along="height")
         return self.gru2(x + residual)

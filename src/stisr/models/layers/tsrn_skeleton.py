@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from stisr.models.layers.tps_stn import TPSSpatialTransformer, make_stn_head
-from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.layers.upsample import upsample_tail
 
 
 def add_head(model: nn.Module, in_channels: int, channels: int) -> None:
@@ -37,11 +37,8 @@ def add_tail(model: nn.Module, cfg: Any, channels: int) -> None:
         nn.Conv2d(channels, channels, kernel_size=3, padding=1), nn.BatchNorm2d(channels)
     )
     setattr(model, f"block{srb_nums + 2}", mid)
-    tail: list[nn.Module] = [
-        UpsampleBlock(channels, 2, activation) for _ in range(upsample_blocks(cfg.scale_factor))
-    ]
-    tail.append(nn.Conv2d(channels, cfg.out_channels, kernel_size=9, padding=4))
-    setattr(model, f"block{srb_nums + 3}", nn.Sequential(*tail))
+    tail = upsample_tail(channels, cfg.out_channels, cfg.scale_factor, activation)
+    setattr(model, f"block{srb_nums + 3}", tail)
 
 
 def add_stn(model: nn.Module, cfg: Any, head: type[nn.Module] | None = None) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from stisr.models.layers.config_utils import check_positive
 from stisr.models.layers.residual import ResidualBlock
-from stisr.models.layers.upsample import UpsampleBlock, upsample_blocks
+from stisr.models.layers.upsample import upsample_blocks, upsample_tail
 from stisr.models.objective import SRModel
 
 
@@ -54,11 +54,8 @@ class SRResNet(SRModel, nn.Module):
             f"block{cfg.num_blocks + 2}",
             nn.Sequential(nn.Conv2d(ch, ch, kernel_size=3, padding=1), nn.BatchNorm2d(ch)),
         )
-        tail: list[nn.Module] = [
-            UpsampleBlock(ch, 2, "prelu") for _ in range(upsample_blocks(cfg.scale_factor))
-        ]
-        tail.append(nn.Conv2d(ch, cfg.out_channels, kernel_size=9, padding=4))
-        setattr(self, f"block{cfg.num_blocks + 3}", nn.Sequential(*tail))
+        tail = upsample_tail(ch, cfg.out_channels, cfg.scale_factor, "prelu")
+        setattr(self, f"block{cfg.num_blocks + 3}", tail)
 
     def forward(self, lr: Tensor) -> Tensor:
         if lr.dim() != 4 or lr.shape[1] != self.config.in_channels:
