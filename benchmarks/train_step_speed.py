@@ -155,7 +155,7 @@ def adam_step(model: nn.Module, loss_fn: Callable[[], Tensor]) -> Step:
 
 
 def ours_tsrn_step(config: str, batch: dict[str, Any], channels_last: bool = True) -> Step:
-    """As the engine trains an SR run (params.yaml `train.channels_last: auto` = on for SR)."""
+    """As the engine trains (params.yaml `train.channels_last: true`)."""
     model = prepare_model(build_model("tsrn", TSRN_CONFIGS[config]).train(), "cpu", channels_last)
     ctx = Context(weights=TSRN_LOSS, image_loss=build_loss(TSRN_LOSS))
     return adam_step(
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict[int, dict[str, dict[str, flo
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load}")
     print(f"# batch {args.batch}, {args.repeats} timed steps after {args.warmup} warm-up, median")
-    layout = "NCHW" if args.nchw else "channels-last (the engine's SR default)"
+    layout = "NCHW" if args.nchw else "channels-last (the engine's default)"
     print(f"# ours: {layout}; official: as written (NCHW)")
     if not args.official:
         print("# no --official folder: our side only")

@@ -29,3 +29,14 @@ def test_train_step_speed_smoke_times_both_tsrn_configs(capsys):
         assert fig["ours"] > 0 and "official" not in fig
     out = capsys.readouterr().out
     assert "our side only" in out and "tsrn[paper] threads=1" in out
+
+
+def test_lmdb_loading_smoke_reads_synthetic_pairs(capsys):
+    spec = importlib.util.spec_from_file_location("lmdb_loading", SCRIPT.parent / "lmdb_loading.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    result = module.main(["--smoke", "--batch", "16"])
+    assert torch.get_num_threads() == threads  # restored
+    assert result["pairs_per_s"] > 0
+    assert "pairs/s/core=" in capsys.readouterr().out

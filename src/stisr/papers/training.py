@@ -27,8 +27,8 @@ from stisr.papers.spec import RunSpec
 RUNTIME_FIELDS = ("device", "amp", "num_workers", "torch_threads", "channels_last")
 
 
-def runtime_settings(params: Mapping[str, Any], task: str = "sr") -> dict[str, Any]:
-    """Where and how fast a `task` job runs; `auto` resolves against this machine."""
+def runtime_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Where and how fast a job runs; `auto` resolves against this machine."""
     import torch
 
     train = params["train"]
@@ -39,13 +39,8 @@ def runtime_settings(params: Mapping[str, Any], task: str = "sr") -> dict[str, A
         "amp": cuda if train["amp"] == "auto" else bool(train["amp"]),
         "num_workers": (8 if cuda else 0) if workers == "auto" else workers,
         "torch_threads": train["torch_threads"],
-        "channels_last": channels_last(train["channels_last"], task),
+        "channels_last": bool(train["channels_last"]),
     }
-
-
-def channels_last(value: str | bool, task: str) -> bool:
-    """`auto`: on for SR (convolutional bodies gain), off for recognizers (not measured faster)."""
-    return task == "sr" if value == "auto" else bool(value)
 
 
 def train_config(
@@ -84,7 +79,7 @@ def train_config(
         init=init,
         init_modules=init_modules,
         assets=assets,
-        **(runtime_settings(params, run.task) if runtime else {}),
+        **(runtime_settings(params) if runtime else {}),
         **selection_settings(params, run, runs),
     )
 
