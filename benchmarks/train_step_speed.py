@@ -14,9 +14,9 @@ steps, so a change of machine load hits both. Two configurations:
 
 Getting the official folder (never copied into this repository):
 
-    # `fetch` github:JasonBoy1/TextZoom (commit f5b887b3be7c94db85a2687824c9c8eb06b4b6c3), then
+    git clone https://github.com/JasonBoy1/TextZoom /tmp/TextZoom   # any scratch folder
     mkdir -p /tmp/official/textzoom && cd /tmp/official/textzoom
-    git --git-dir=/work/.mirror/JasonBoy1+TextZoom/repo archive f5b887b3 \\
+    git -C /tmp/TextZoom archive f5b887b3be7c94db85a2687824c9c8eb06b4b6c3 \\
         src/model/tsrn.py src/model/recognizer/tps_spatial_transformer.py \\
         src/model/recognizer/stn_head.py src/loss/image_loss.py | tar -x --strip-components=1
     # -> model/tsrn.py, model/recognizer/{tps_spatial_transformer,stn_head}.py, loss/image_loss.py

@@ -213,6 +213,13 @@ def test_a_loss_weight_edit_reruns_exactly_that_run(edited_copy, tmp_path):
     assert "table" in jobs and "synth_textzoom" not in jobs
 
 
+def test_a_runtime_switch_reruns_nothing(edited_copy):
+    """channels_last and the thread count change how fast a job runs, not what it computes."""
+    override = "train: {channels_last: false, torch_threads: 2}\n"
+    out = _dry_run_with(edited_copy, "runtime.yaml", override)
+    assert "Nothing to be done" in out.stdout + out.stderr, _planned_jobs(out)
+
+
 def test_a_step_budget_edit_reruns_only_sr_runs(edited_copy):
     out = _dry_run_with(edited_copy, "sr_steps.yaml", "scales:\n  smoke:\n    sr: {steps: 7}\n")
     assert _planned_jobs(out)["train"] == _train_wildcards(lambda run: run.task == "sr")

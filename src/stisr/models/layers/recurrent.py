@@ -17,7 +17,7 @@ RNN_TYPES = ("lstm", "gru")
 ALONG = ("width", "height")
 
 
-def memory_format(x: Tensor) -> torch.memory_format:
+def layout_of(x: Tensor) -> torch.memory_format:
     """channels_last when `x` is laid out so (and not also plain contiguous), else contiguous."""
     if (
         x.dim() == 4
@@ -33,7 +33,7 @@ class _KeepGradLayout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.layout = memory_format(x)
+        ctx.layout = layout_of(x)
         return x.view_as(x)
 
     @staticmethod
