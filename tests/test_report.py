@@ -12,22 +12,32 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from stisr.config import load_params
 from stisr.models.rec.crnn import CRNN
 from stisr.models.sr.tsrn import TSRN
 from stisr.papers import plan
 from stisr.papers.spec import all_runs, load_specs, parse_spec
+from stisr.report.cell_provenance import COMPUTED
 from stisr.report.figures import EMBEDDED_NOTE, write_figure
 from stisr.report.index import coverage, write_index
 from stisr.report.tables import (
     EMBEDDED_WARNING,
     MISSING,
     NOT_YET,
-    REPRODUCED,
     compute_table,
+    format_cell,
     write_table,
 )
 
-PARAMS = {"source": "embedded", "scale": "demo", "papers": ["fake"]}
+
+def _params() -> dict:
+    """The shipped params at embedded demo scale, every recognizer trained on embedded data."""
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params["scales"]["demo"]["recognizers"] = "all"
+    return {**params, "source": "embedded", "scale": "demo", "papers": ["fake"]}
+
+
+PARAMS = _params()
 IMPLEMENTED = {"good_sr", "good_rec"}
 
 SPEC = """
@@ -154,25 +164,30 @@ def test_compute_table_values_delta_derived_and_status(metrics):
     t1 = compute_table(metrics.tables[0], PARAMS, runs)
     assert len(t1) == 5 * 3 and list(t1.columns[:3]) == ["table", "row", "row_label"]
     good = _cell(t1, "good", "easy")
-    assert good["reproduced"] == pytest.approx(55.0) and good["delta"] == pytest.approx(5.0)
-    assert good["status"] == REPRODUCED and "sr=fake/good" in good["source"]
+    # embedded data: "computed", beside the paper's number, never a delta against it
+    assert good["ours"] == pytest.approx(55.0) and pd.isna(good["delta"])
+    assert good["status"] == COMPUTED and "sr=fake/good" in good["inputs"]
+    assert t1["delta"].isna().all() and "reproduced" not in set(t1["status"])
+    assert set(t1["source"]) == {"embedded"} and set(t1["scale"]) == {"demo"}
+    done = t1[t1["status"].isin([COMPUTED, "no paper value"])]
+    assert len(done) and done["params_hash"].str.len().eq(12).all()
     bad = _cell(t1, "bad", "average")
-    assert math.isnan(bad["reproduced"]) and bad["paper"] == 45.5
+    assert math.isnan(bad["ours"]) and bad["paper"] == 45.5
     assert bad["status"] == f"{NOT_YET}: model of fake/bad not implemented yet"
     gain = _cell(t1, "gain", "average")  # (43 - 32) from our rows; the paper prints 11.0
-    assert gain["reproduced"] == pytest.approx(11.0) and gain["delta"] == pytest.approx(0.0)
-    assert gain["status"] == REPRODUCED and gain["source"] == "sub(good, lr)"
+    assert gain["ours"] == pytest.approx(11.0)
+    assert gain["status"] == COMPUTED and gain["inputs"] == "sub(good, lr)"
     gain_bad = _cell(t1, "gain_bad", "easy")
     assert gain_bad["status"].startswith(NOT_YET) and "bad" in gain_bad["status"]
     judge = _cell(t1, "good", "judge")
-    assert judge["extra"] and judge["reproduced"] == pytest.approx(60.0)
+    assert judge["extra"] and judge["ours"] == pytest.approx(60.0)
     assert judge["status"] == "no paper value" and math.isnan(judge["paper"])
     assert _cell(t1, "lr", "judge")["status"].startswith(MISSING)
 
     t2 = compute_table(metrics.tables[1], PARAMS, runs)
-    assert _cell(t2, "good", "params")["reproduced"] == pytest.approx(1.234567)
-    assert _cell(t2, "good", "psnr")["reproduced"] == pytest.approx(21.5)
-    assert _cell(t2, "good", "ssim")["reproduced"] == pytest.approx(76.12)  # scale: 100
+    assert _cell(t2, "good", "params")["ours"] == pytest.approx(1.234567)
+    assert _cell(t2, "good", "psnr")["ours"] == pytest.approx(21.5)
+    assert _cell(t2, "good", "ssim")["ours"] == pytest.approx(76.12)  # scale: 100
     missing = _cell(t2, "bicubic", "psnr")["status"]
     assert missing == f"{MISSING}: runs/embedded-demo/eval/bicubic/none/textzoom_test.json"
 
@@ -183,22 +198,30 @@ def test_write_table_csv_and_markdown(metrics, tmp_path: Path):
     paths = write_table(metrics.tables[0], PARAMS, runs, out)
     assert paths == [out / "fake" / "t1.csv", out / "fake" / "t1.md"]
     back = pd.read_csv(paths[0])
-    assert len(back) == 15 and set(back["status"]) >= {REPRODUCED, "no paper value"}
+    assert len(back) == 15 and set(back["status"]) >= {COMPUTED, "no paper value"}
     md = paths[1].read_text()
     assert EMBEDDED_WARNING in md and "embedded synthetic-data" in md
     assert "`embedded`" in md and "`demo`" in md
-    assert "| Good \\| net | L2 | 55.0 / 50.0 (+5.0) | 43.0 / 41.0 (+2.0) | 60.0 |" in md
-    assert "| Bad | L1 | n.r. / 60.0 |" in md
-    assert "Coverage: 6 of 10 paper cells reproduced." in md
+    assert "| Good \\| net | L2 | 55.0 / 50.0 | 43.0 / 41.0 | 60.0 |" in md
+    assert "| Bad | L1 | n.c. / 60.0 |" in md
+    assert "Coverage: 6 of 10 paper cells computed." in md
+    assert "reproduced" not in md.replace(EMBEDDED_WARNING, "")
     assert not list((out / "fake").glob(".*"))  # no temp files left behind
 
     md2 = write_table(metrics.tables[1], PARAMS, runs, out)[1].read_text()
-    assert "1.2 / 1.5 (-0.3)" in md2 and "76.1 / 75.0 (+1.1)" in md2  # the paper's precision
+    assert "1.2 / 1.5 |" in md2 and "76.1 / 75.0 |" in md2  # the paper's precision
     assert "missing / 20.0" in md2
 
     official = {**PARAMS, "source": "official", "scale": "paper"}
     md3 = write_table(metrics.tables[1], official, runs, out)[1].read_text()
     assert EMBEDDED_WARNING not in md3 and "`official`" in md3 and "runs/official-paper" in md3
+    assert "(ours - the paper's)" in md3  # official data at paper scale: the delta is shown
+
+
+def test_delta_only_where_comparable():
+    assert format_cell(50.0, 55.0, COMPUTED, 1) == "55.0 / 50.0"
+    assert format_cell(50.0, 55.0, "reproduced", 1, with_delta=True) == "55.0 / 50.0 (+5.0)"
+    assert format_cell(50.0, None, "not computed yet: x", 1) == "n.c. / 50.0"
 
 
 def test_deviations_of_the_runs_behind_a_table_are_listed(metrics, tmp_path: Path):
@@ -231,10 +254,11 @@ def test_figures_reproduced_and_not(metrics, tmp_path: Path):
     assert write_figure(figs["f1"], PARAMS, runs, out / "f1.png", spec=metrics) is True
     assert EMBEDDED_NOTE in _png_text(out / "f1.png")["Description"]
     status = json.loads((out / "f1.json").read_text())
-    assert status["reproduced"] is True and status["reason"] == ""
+    assert status["computed"] is True and status["reason"] == ""
+    assert {status["source"], status["scale"]} == {"embedded", "demo"}
 
     assert write_figure(figs["f2"], PARAMS, runs, out / "f2.png", spec=metrics) is False
-    assert "not reproduced yet" in _png_text(out / "f2.png")["Description"]
+    assert "not computed yet" in _png_text(out / "f2.png")["Description"]
     assert json.loads((out / "f2.json").read_text())["reason"]
 
     assert write_figure(figs["f6"], PARAMS, runs, out / "f6.png", spec=metrics) is False
@@ -275,18 +299,28 @@ def test_index_coverage(metrics, tmp_path: Path):
     for fig in metrics.figures[:2]:  # f1 reproduced, f2 not; the others never written
         write_figure(fig, PARAMS, runs, results / "fake" / f"{fig.id}.png", spec=metrics)
     cov = coverage(results)
-    assert (cov["cells_reproduced"], cov["cells_total"]) == (9, 15)
-    assert (cov["figures_reproduced"], cov["figures_total"]) == (1, 2)
+    assert (cov["cells_computed"], cov["cells_total"]) == (9, 15)
+    assert (cov["figures_computed"], cov["figures_total"]) == (1, 2)
     with_specs = coverage(results, {"fake": metrics})
     assert with_specs["figures_total"] == len(metrics.figures) and with_specs["cells_total"] == 15
 
     readme = write_index(PARAMS, {"fake": metrics}, results)
     text = readme.read_text()
     assert readme == results / "README.md" and EMBEDDED_WARNING in text
-    assert "Coverage: 9 / 15 paper cells reproduced (60.0%); figures: 1 / 6 reproduced." in text
+    assert "Coverage: 9 / 15 paper cells computed (60.0%); figures: 1 / 6 computed." in text
     assert "| t1 | Accuracy | 6 / 10 | [md](fake/t1.md) [csv](fake/t1.csv) |" in text
-    assert "| [f1](fake/f1.png) | Accuracy by method | reproduced |" in text
-    assert "| f3 | Samples | not reproduced yet - not generated yet |" in text
+    assert "| [f1](fake/f1.png) | Accuracy by method | computed |" in text
+    assert "| f3 | Samples | not computed yet - not generated yet |" in text
+    assert "reproduced" not in text.replace(EMBEDDED_WARNING, "")
+
+
+def test_index_refuses_to_mix_sources_or_scales(metrics, tmp_path: Path):
+    runs = all_runs({"fake": metrics})
+    results = tmp_path / "results"
+    write_table(metrics.tables[0], PARAMS, runs, results)
+    smoke = {**PARAMS, "scale": "smoke"}
+    with pytest.raises(ValueError, match="t1.csv: made from embedded-demo, not embedded-smoke"):
+        write_index(smoke, {"fake": metrics}, results)
 
 
 def test_shipped_specs_without_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -295,13 +329,13 @@ def test_shipped_specs_without_metrics(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     specs = load_specs()
     runs = all_runs(specs)
-    params = {"source": "embedded", "scale": "demo", "papers": list(specs)}
+    params = {**PARAMS, "papers": list(specs)}
     n_tables = 0
     for spec in specs.values():
         for table in spec.tables:
             frame = compute_table(table, params, runs)
             n_tables += 1
-            assert REPRODUCED not in set(frame["status"]), table.key
+            assert not set(frame["status"]) & {COMPUTED, "reproduced"}, table.key
             by_row = {r.id: r for r in table.rows}
             cols = {c.id: c for c in table.columns}
             for cell in frame[frame["paper"].notna() & ~frame["extra"]].itertuples():
@@ -340,3 +374,15 @@ def test_figure_baseline_line_is_planned_and_never_silently_dropped(metrics, tmp
     assert reason.startswith("2 of 3 points computed") and "hr/fake/reader" in reason
     _write_eval("hr", "fake/reader", {"average": {"accuracy": 0.9, "size": 6}})
     assert write_figure(moved, PARAMS, runs, out, spec=metrics) is True
+
+
+def test_stand_in_model_settings_are_listed_as_deviations():
+    """A demo stand-in is not the paper's architecture: every overridden setting is named."""
+    from stisr.report.cell_provenance import model_deviations
+
+    runs = all_runs(load_specs())
+    (aster,) = model_deviations(PARAMS, runs["zoo/aster"])
+    assert aster.startswith("model `aster` at scale demo: ")
+    assert "use_stn=False (paper: True)" in aster and "aux_ctc=1.0 (paper: 0.0)" in aster
+    assert "beam_width=1 (paper: 5)" in aster
+    assert model_deviations({**PARAMS, "scale": "paper"}, runs["zoo/aster"]) == []

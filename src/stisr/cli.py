@@ -390,6 +390,7 @@ def dvc_stages() -> dict[str, Any]:
     tables = {f"{p}_{t.id}": {"paper": p, "table": t.id} for p in specs for t in specs[p].tables}
     fetches = {s.name: s.dest for s in load_sources().values()}
     snake = "snakemake --cores all"
+    table_out = "results/${source}-${scale}/${item.paper}/${item.table}"
     return {
         "stages": {
             "synth": {
@@ -409,15 +410,15 @@ def dvc_stages() -> dict[str, Any]:
                     "outs": [{"data/official/${item}": {"persist": True}}],
                 },
             },
-            "table": {
+            "table": {  # results/<source>-<scale>/, as the Snakefile writes them
                 "foreach": tables,
                 "do": {
-                    "cmd": f"{snake} results/${{item.paper}}/${{item.table}}.csv",
+                    "cmd": f"{snake} {table_out}.csv",
                     "deps": code_deps,
                     "params": ["source", "scale", "seed", "embedded", "scales", "train"],
                     "outs": [
-                        {"results/${item.paper}/${item.table}.csv": {"cache": False}},
-                        {"results/${item.paper}/${item.table}.md": {"cache": False}},
+                        {f"{table_out}.csv": {"cache": False}},
+                        {f"{table_out}.md": {"cache": False}},
                     ],
                 },
             },

@@ -26,7 +26,7 @@ EFFECTIVE_PARAMS = write_effective_params(config, Path(".snakemake/stisr-params"
 STISR = f"stisr --params {EFFECTIVE_PARAMS}"
 EMBEDDED = config["source"] == "embedded"
 LOGS = f"logs/{WORK}"
-# one Snakemake benchmark file per job (wall, CPU, memory): results/timing.md sums them
+# one Snakemake benchmark file per job (wall, CPU, memory): results/<work>/timing.md sums them
 BENCH = f"{LOGS}/benchmarks"
 
 wildcard_constraints:
@@ -43,12 +43,14 @@ def subset_dirs(testset):
     return [str(d) for dirs in plan.testset_dirs(config, testset).values() for d in dirs]
 
 
-RESULTS_INDEX = "results/README.md"
+# one results folder per data source and scale: a smoke run never overwrites the demo's tables
+RESULTS = f"results/{WORK}"
+RESULTS_INDEX = f"{RESULTS}/README.md"
 TABLE_FILES = [
-    f"results/{p}/{t.id}.csv" for p in config["papers"] for t in SPECS[p].tables
+    f"{RESULTS}/{p}/{t.id}.csv" for p in config["papers"] for t in SPECS[p].tables
 ]
 FIGURE_FILES = [
-    f"results/{p}/{f.id}.png" for p in config["papers"] for f in SPECS[p].figures
+    f"{RESULTS}/{p}/{f.id}.png" for p in config["papers"] for f in SPECS[p].figures
 ]
 # MLflow gets every trained run (SR and recognition) and each parameter-free SR baseline.
 TRACKED = sorted(

@@ -20,8 +20,8 @@ rule table:
     input:
         lambda wc: table_evals(wc.paper, wc.table),
     output:
-        csv="results/{paper}/{table}.csv",
-        md="results/{paper}/{table}.md",
+        csv=f"{RESULTS}/{{paper}}/{{table}}.csv",
+        md=f"{RESULTS}/{{paper}}/{{table}}.md",
     benchmark:
         f"{BENCH}/table/{{paper}}/{{table}}.tsv"
     log:
@@ -29,7 +29,7 @@ rule table:
     params:
         spec=lambda wc: identity.spec_hash(wc.paper, "table", wc.table),
     shell:
-        "{STISR} table {wildcards.paper} {wildcards.table} --out results 2> {log}"
+        "{STISR} table {wildcards.paper} {wildcards.table} --out {RESULTS} 2> {log}"
 
 
 rule figure:
@@ -37,11 +37,11 @@ rule figure:
         lambda wc: paper_evals(wc.paper),
     output:
         png=report(
-            "results/{paper}/{figure}.png",
+            f"{RESULTS}/{{paper}}/{{figure}}.png",
             category="{paper}",
             caption="../report/figure.rst",
         ),
-        status="results/{paper}/{figure}.json",
+        status=f"{RESULTS}/{{paper}}/{{figure}}.json",
     benchmark:
         f"{BENCH}/figure/{{paper}}/{{figure}}.tsv"
     log:
@@ -49,7 +49,7 @@ rule figure:
     params:
         spec=lambda wc: identity.spec_hash(wc.paper, "figure", wc.figure),
     shell:
-        "{STISR} figure {wildcards.paper} {wildcards.figure} --out results 2> {log}"
+        "{STISR} figure {wildcards.paper} {wildcards.figure} --out {RESULTS} 2> {log}"
 
 
 rule index:
@@ -63,7 +63,7 @@ rule index:
     log:
         f"{LOGS}/report/index.log",
     shell:
-        "{STISR} index --out results 2> {log}"
+        "{STISR} index --out {RESULTS} 2> {log}"
 
 
 def track_inputs(wildcards):

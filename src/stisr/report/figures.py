@@ -1,9 +1,10 @@
 """Paper figures as PNGs, drawn from the same metric files as the tables.
 
 A renderer either draws the whole figure, draws part of it and says what is missing, or raises
-`NotReproduced`; then a placeholder PNG states "<paper> <figure>: not reproduced yet - <reason>", so
-a results folder never shows a picture that looks reproduced when it is not. Next to every PNG a
-small JSON (`{"reproduced", "reason", ...}`) lets the index report coverage without re-rendering.
+`NotReproduced`; then a placeholder PNG states "<paper> <figure>: not computed yet - <reason>", so
+a results folder never shows a picture that looks complete when it is not. Next to every PNG a
+small JSON (`{"computed", "reason", "source", "scale", "commit", ...}`) lets the index report
+coverage without re-rendering.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from stisr.papers.spec import (
     load_specs,
     qualify,
 )
+from stisr.report.cell_provenance import DONE, report_commit
 from stisr.report.tables import (
-    REPRODUCED,
     cell_value,
     compute_table,
     read_json,
@@ -119,8 +120,8 @@ def _accuracy_by_method(
             if col is None:
                 raise NotReproduced(f"spec problem: {table.key} has no {rec} {subset} column")
             cell = frame.loc[(row.id, col.id)]
-            ok = cell["status"].startswith(REPRODUCED) or cell["status"] == "no paper value"
-            ours[rec].append(float(cell["reproduced"]) if ok else np.nan)
+            ok = cell["status"] in DONE or cell["status"] == "no paper value"
+            ours[rec].append(float(cell["ours"]) if ok else np.nan)
             paper[rec].append(_num(cell["paper"]))
             if not ok:
                 reasons.append(f"{row.label}/{rec}: {cell['status']}")
@@ -141,7 +142,7 @@ def _accuracy_by_method(
                 label=f"{name} (paper)", ms=4)  # fmt: skip
         if rec in baselines:
             _check_ref(baselines[rec]["sr"], "sr", runs)
-            value, why = cell_value(params, baselines[rec], runs, table.metric_format)
+            value, why, _ = cell_value(params, baselines[rec], runs, table.metric_format)
             if value is None:
                 reasons.append(f"{baseline['sr']}/{rec}: {why}")
             else:
@@ -210,7 +211,7 @@ def _accuracy_vs_param(
             src = _source(fig, runs, {"metric": "accuracy"}, opts, s, pt)
             if "testset" not in src:
                 raise NotReproduced("spec problem: points name no testset")
-            value, status = cell_value(params, src, runs, "percent")
+            value, status, _ = cell_value(params, src, runs, "percent")
             metrics.add(str(src["metric"]))
             xs.append(float(pt["x"]))
             ours.append(np.nan if value is None else value)
@@ -415,7 +416,7 @@ def _image_grid(
                 ax.set_title(p.label, fontsize=8)
             if p.images is None and not p.text_only:
                 ax.set_facecolor("0.9")
-                ax.text(0.5, 0.5, "not reproduced\nyet", ha="center", va="center",
+                ax.text(0.5, 0.5, "not computed\nyet", ha="center", va="center",
                         fontsize=6, color="0.4", transform=ax.transAxes)  # fmt: skip
                 continue
             if p.text_only:
@@ -470,7 +471,7 @@ RENDERERS: dict[str, Renderer] = {
 def placeholder(fig: FigureSpec, reason: str) -> Figure:
     """A PNG that cannot be mistaken for a result: it states the figure and why it is missing."""
     figure = _new_figure(8.0, 2.6)
-    message = f"{fig.paper} {fig.id}: not reproduced yet - {reason}"
+    message = f"{fig.paper} {fig.id}: not computed yet - {reason}"
     figure.text(0.5, 0.62, textwrap.fill(message, 90), ha="center", va="center", fontsize=10,
                 color="firebrick", weight="bold")  # fmt: skip
     figure.text(0.5, 0.22, textwrap.fill(fig.title, 100), ha="center", va="center", fontsize=8,
@@ -515,7 +516,7 @@ def write_figure(
         # Outside the drawing area: `bbox_inches="tight"` grows the canvas to hold them.
         chars = int(figure.get_figwidth() * 72 / (0.55 * 7))
         if reason:
-            header = textwrap.fill(f"{fig.paper} {fig.id}: not reproduced yet - {reason}", chars)
+            header = textwrap.fill(f"{fig.paper} {fig.id}: not computed yet - {reason}", chars)
             figure.text(0.5, 1.0, header, ha="center", va="bottom", fontsize=7, color="firebrick")
         if embedded:
             figure.text(0.5, 0.0, EMBEDDED_NOTE, ha="center", va="top", fontsize=8,
@@ -524,7 +525,7 @@ def write_figure(
     note = EMBEDDED_NOTE if embedded else ""
     buf = io.BytesIO()
     meta = {"Title": f"{fig.paper} {fig.id}: {fig.title}",
-            "Description": note if reproduced else f"not reproduced yet - {reason}"}  # fmt: skip
+            "Description": note if reproduced else f"not computed yet - {reason}"}  # fmt: skip
     figure.savefig(buf, format="png", metadata=meta, bbox_inches="tight", pad_inches=0.15)
     atomic_write_bytes(out_path, buf.getvalue())
     status = {
@@ -532,13 +533,14 @@ def write_figure(
         "figure": fig.id,
         "title": fig.title,
         "kind": fig.kind,
-        "reproduced": reproduced,
+        "computed": reproduced,
         "reason": reason or "",
         "source": params["source"],
         "scale": params["scale"],
+        "commit": report_commit(),
         "note": note if reproduced else "",
     }
     atomic_write_text(out_path.with_suffix(".json"), json.dumps(status, indent=2) + "\n")
     if not reproduced:
-        log.info("%s %s not reproduced yet: %s", fig.paper, fig.id, reason)
+        log.info("%s %s not computed yet: %s", fig.paper, fig.id, reason)
     return reproduced

@@ -3,7 +3,10 @@
 Every cell says where its number comes from and, when there is none, why: the model is not
 implemented yet, or a job that should have written the metrics did not ("missing metrics", which a
 finished pipeline never shows). Numbers are read from the files `stisr.papers.plan` names, so the
-report and the workflow cannot disagree about a cell's source.
+report and the workflow cannot disagree about a cell's source. Each CSV row carries the data source,
+scale, commit and configuration hash of its number (report/cell_provenance.py); a number is
+"computed" unless it was made on official data at paper scale, where it is "reproduced" and shown
+with its difference from the paper's.
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ from typing import Any
 import pandas as pd
 
 from stisr.atomic_io import atomic_write_text
+from stisr.engine.train_config import config_hash
 from stisr.papers import plan
-from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec, load_common
+from stisr.papers.spec import CELL_KEYS, Row, RunSpec, TableSpec
+from stisr.report.cell_provenance import (
+    DONE,
+    CellIdentity,
+    comparable,
+    done_word,
+    recorded_commit,
+    report_commit,
+    run_deviations,
+)
 
 FRAME_COLUMNS = (
     "table",
@@ -27,25 +40,25 @@ FRAME_COLUMNS = (
     "column",
     "column_label",
     "paper",
-    "reproduced",
+    "ours",
     "delta",
     "status",
-    "source",
+    "inputs",
     "extra",
+    "source",
+    "scale",
+    "commit",
+    "params_hash",
 )
-REPRODUCED = "reproduced"
-NOT_YET = "not reproduced yet"
+NOT_YET = "not computed yet"
 MISSING = "missing metrics"
 NO_PAPER = "no paper value"
 EMBEDDED_WARNING = (
-    "**Warning: these are embedded synthetic-data results. They check the pipeline; they are "
-    "never a replication of the paper's numbers.**"
+    "**Warning: these are embedded synthetic-data results, computed to check the pipeline; they "
+    "are not reproduced paper numbers and are never a replication.**"
 )
 _DEFAULT_DECIMALS = {"accuracy": 1, "psnr": 2, "ssim": 4, "params": 2, "flops": 2, "latency": 1}
 _COMPLEXITY_KEYS = {"params": "params", "flops": "flops", "latency": "latency_ms"}
-
-
-# --- atomic writes (shared by figures.py and index.py) -------------------------------------------
 
 
 def read_json(path: Path, cache: dict[Path, Any] | None = None) -> Any:
@@ -84,14 +97,15 @@ def cell_value(
     runs: Mapping[str, RunSpec],
     metric_format: str = "percent",
     cache: dict[Path, Any] | None = None,
-) -> tuple[float | None, str]:
-    """(display-scaled value, status) of one cell; value is None unless status is reproduced."""
+) -> tuple[float | None, str, str | None]:
+    """(display-scaled value, status, commit that computed it) of one cell; the value is None
+    unless the status is computed (or reproduced)."""
     reason = plan.cell_status(params, src, runs)
     if reason is not None:
-        return None, f"{NOT_YET}: {reason}"
+        return None, f"{NOT_YET}: {reason}", None
     path = metrics_path(params, src)
     if not path.is_file():
-        return None, f"{MISSING}: {path}"
+        return None, f"{MISSING}: {path}", None
     data = read_json(path, cache)
     metric = src["metric"]
     if metric in _COMPLEXITY_KEYS:
@@ -102,9 +116,10 @@ def cell_value(
         subset = src.get("subset")
         raw = subsets.get(subset, {}).get(metric) if isinstance(subsets, dict) else None
         where = f"{metric} of subset {subset} in {path}"
+    commit = recorded_commit(data)
     if raw is None:
-        return None, f"{NOT_YET}: no {where}"
-    return float(raw) * metric_scale(src, metric_format), REPRODUCED
+        return None, f"{NOT_YET}: no {where}", commit
+    return float(raw) * metric_scale(src, metric_format), done_word(params), commit
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -141,19 +156,23 @@ def _derive(op: str, a: float, b: float) -> float | None:
 def compute_table(
     table: TableSpec, params: Mapping[str, Any], runs: Mapping[str, RunSpec]
 ) -> pd.DataFrame:
-    """One row per cell (long format): the paper's number, ours, the delta and the status."""
+    """One row per cell (long format): the paper's number, ours, the delta (official data at
+    paper scale only), the status and the cell's provenance."""
     cache: dict[Path, Any] = {}
     cells: dict[tuple[str, str], dict[str, Any]] = {}
+    ident = CellIdentity(params, runs)
     for row in table.rows:
         if row.derive:
             continue
         for col in table.columns:
             src = table.cell_source(row, col)
-            value, status = cell_value(params, src, runs, table.metric_format, cache)
+            value, status, commit = cell_value(params, src, runs, table.metric_format, cache)
             cells[(row.id, col.id)] = {
-                "reproduced": value,
+                "ours": value,
                 "status": status,
-                "source": compact_source(src),
+                "inputs": compact_source(src),
+                "commit": commit,
+                "params_hash": ident.of(src) if status in DONE else None,
             }
     for row in table.rows:  # derived rows after all their inputs (a derived row may use another)
         if not row.derive:
@@ -163,45 +182,55 @@ def compute_table(
             ca, cb = cells.get((a, col.id)), cells.get((b, col.id))
             value, status = None, f"{NOT_YET}: rows {a} and {b} come after this derived row"
             if ca is not None and cb is not None:
-                value, status = _derive_cell(op, a, b, ca, cb)
+                value, status = _derive_cell(op, a, b, ca, cb, done_word(params))
+            both = [c for c in (ca, cb) if c is not None]
+            commits = {c["commit"] for c in both if c["commit"]}
             cells[(row.id, col.id)] = {
-                "reproduced": value,
+                "ours": value,
                 "status": status,
-                "source": f"{op}({a}, {b})",
+                "inputs": f"{op}({a}, {b})",
+                "commit": commits.pop() if len(commits) == 1 else None,
+                "params_hash": (
+                    config_hash([c["params_hash"] for c in both])[:12] if status in DONE else None
+                ),
             }
+    fallback_commit = report_commit()  # files that record no commit: the report's checkout
+    with_delta = comparable(params)
     records = []
     for row in table.rows:
         papers = paper_values(table, row)
         for col in table.columns:
             cell = cells[(row.id, col.id)]
-            paper, ours = papers[col.id], cell["reproduced"]
+            paper, ours = papers[col.id], cell["ours"]
             status = cell["status"]
-            if status == REPRODUCED and papers[col.id] is None:
+            if status in DONE and papers[col.id] is None:
                 status = NO_PAPER
             p_num = _as_number(paper)
-            delta = ours - p_num if ours is not None and p_num is not None else None
+            delta = ours - p_num if with_delta and ours is not None and p_num is not None else None
             records.append({
                 "table": table.id, "row": row.id, "row_label": row.label, "column": col.id,
-                "column_label": col.label, "paper": paper, "reproduced": ours, "delta": delta,
-                "status": status, "source": cell["source"], "extra": col.extra,
+                "column_label": col.label, "paper": paper, "ours": ours, "delta": delta,
+                "status": status, "inputs": cell["inputs"], "extra": col.extra,
+                "source": params["source"], "scale": params["scale"],
+                "commit": cell["commit"] or fallback_commit, "params_hash": cell["params_hash"],
             })  # fmt: skip
     return pd.DataFrame.from_records(records, columns=list(FRAME_COLUMNS))
 
 
 def _derive_cell(
-    op: str, a: str, b: str, ca: Mapping[str, Any], cb: Mapping[str, Any]
+    op: str, a: str, b: str, ca: Mapping[str, Any], cb: Mapping[str, Any], done: str
 ) -> tuple[float | None, str]:
     for cell in (ca, cb):
         if cell["status"].startswith(MISSING):
             return None, cell["status"]
     for name, cell in ((a, ca), (b, cb)):
-        if cell["reproduced"] is None:
+        if cell["ours"] is None:
             reason = cell["status"].removeprefix(f"{NOT_YET}: ")
             return None, f"{NOT_YET}: row {name}: {reason}"
-    value = _derive(op, ca["reproduced"], cb["reproduced"])
+    value = _derive(op, ca["ours"], cb["ours"])
     if value is None:
         return None, f"{NOT_YET}: row {b} is 0 (ratio undefined)"
-    return value, REPRODUCED
+    return value, done
 
 
 # --- Markdown -------------------------------------------------------------------------------------
@@ -254,16 +283,21 @@ def _escape(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def format_cell(paper: Any, ours: float | None, status: str, decimals: int) -> str:
-    """'ours / paper (delta)', or the paper's number marked as not reproduced yet."""
+def format_cell(
+    paper: Any, ours: float | None, status: str, decimals: int, with_delta: bool = False
+) -> str:
+    """'ours / paper's', with '(delta)' only where the two are comparable (official data at
+    paper scale); the paper's number alone, marked, when ours is not computed yet."""
     has_paper = paper is not None and not _is_nan(paper)
     if ours is not None and not _is_nan(ours):
         if not has_paper:
             return _fmt(ours, decimals)
         p_num = _as_number(paper)
-        delta = f" ({_fmt(ours - p_num, decimals, sign=True)})" if p_num is not None else ""
+        delta = ""
+        if with_delta and p_num is not None:
+            delta = f" ({_fmt(ours - p_num, decimals, sign=True)})"
         return f"{_fmt(ours, decimals)} / {_fmt(paper, decimals)}{delta}"
-    mark = "missing" if status.startswith(MISSING) else "n.r."
+    mark = "missing" if status.startswith(MISSING) else "n.c."
     return f"{mark} / {_fmt(paper, decimals)}" if has_paper else "-"
 
 
@@ -286,35 +320,9 @@ def data_banner(params: Mapping[str, Any]) -> list[str]:
 
 
 def coverage_of(frame: pd.DataFrame) -> tuple[int, int]:
-    """(reproduced, total) over the cells that carry a paper number."""
+    """(computed, total) over the cells that carry a paper number."""
     paper_cells = frame[frame["paper"].notna() & ~frame["extra"].astype(bool)]
-    return int((paper_cells["status"] == REPRODUCED).sum()), len(paper_cells)
-
-
-def run_deviations(
-    table: TableSpec, params: Mapping[str, Any], runs: Mapping[str, RunSpec]
-) -> list[str]:
-    """`<run>: <deviation>` for every trained run behind the table's cells whose metrics.json
-    says it departs from the paper's setting (e.g. random VGG features on embedded data)."""
-    used: set[str] = set()
-    for row in table.rows:
-        if row.derive:
-            continue
-        for col in table.columns:
-            src = table.cell_source(row, col)
-            if src.get("sr") in runs:
-                used.add(src["sr"])
-            rec = src.get("recognizer")
-            if rec and rec != "none" and (rec in runs or rec in load_common().recognizers):
-                resolved = plan.resolve_recognizer(params, rec, runs).run
-                if resolved:
-                    used.add(resolved)
-    notes = []
-    for run in sorted(used):
-        path = plan.run_dir(params, run) / "metrics.json"
-        if path.exists():
-            notes += [f"{run}: {d}" for d in json.loads(path.read_text()).get("deviations", [])]
-    return notes
+    return int(paper_cells["status"].isin(DONE).sum()), len(paper_cells)
 
 
 def table_markdown(
@@ -329,10 +337,12 @@ def table_markdown(
     header += [f"{c.label} (extra)" if c.extra else c.label for c in cols]
     lines = [f"# {table.paper} {table.id}: {table.title}", "", *data_banner(params), ""]
     unit = "accuracy in %" if table.metric_format == "percent" else "values as the paper prints"
+    with_delta = comparable(params)
+    cells = "ours / the paper's (ours - the paper's)" if with_delta else "ours / the paper's"
     lines += [
-        f"Cells: ours / paper (ours - paper); {unit}. `n.r.` = not reproduced yet (reasons "
-        "below); `missing` = a job should have written the metrics file. Extra columns "
-        "have no paper number."
+        f"Cells: {cells}; {unit}. `n.c.` = not computed yet (reasons below); `missing` = a "
+        "job should have written the metrics file. Extra columns have no paper number. "
+        "The CSV names each cell's inputs, commit and configuration hash."
     ]
     lines.append("")
     if table.caption:
@@ -344,17 +354,18 @@ def table_markdown(
         out = [row.label, *(row.text.get(t, "") for t in table.text_columns)]
         for c in cols:
             cell = by_cell[(row.id, c.id)]
-            ours = None if _is_nan(cell.reproduced) else cell.reproduced
+            ours = None if _is_nan(cell.ours) else cell.ours
             paper = None if _is_nan(cell.paper) else cell.paper
             places = cell_decimals(table, row, c.id, decimals[c.id])
-            out.append(format_cell(paper, ours, cell.status, places))
+            out.append(format_cell(paper, ours, cell.status, places, with_delta))
         lines.append("| " + " | ".join(_escape(x) for x in out) + " |")
     done, total = coverage_of(frame)
-    lines += ["", f"Coverage: {done} of {total} paper cells reproduced.", ""]
-    reasons = frame.loc[frame["status"] != REPRODUCED, "status"]
+    word = done_word(params)
+    lines += ["", f"Coverage: {done} of {total} paper cells {word}.", ""]
+    reasons = frame.loc[~frame["status"].isin(DONE), "status"]
     reasons = reasons[reasons != NO_PAPER].value_counts()
     if len(reasons):
-        lines += ["Not reproduced:", ""]
+        lines += ["Not computed:", ""]
         lines += [
             f"- {_escape(reason)} ({n} cell{'s' if n != 1 else ''})"
             for reason, n in sorted(reasons.items())
