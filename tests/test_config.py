@@ -104,3 +104,16 @@ def test_load_params_overrides_and_missing_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("scale: [unclosed")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_paper_and_recognizer_enums_come_from_the_specs(params):
+    """One list of each thing: a new spec file or trained recognizer needs no schema edit."""
+    from stisr.config import known_papers, trainable_recognizers
+    from stisr.papers.spec import load_common, load_specs
+
+    assert known_papers() == sorted(load_specs())
+    common = load_common().recognizers
+    assert set(trainable_recognizers()) == {r for r in common if r != "ppocr"}
+    bad = {**params, "papers": ["tsrn", "nope"]}
+    with pytest.raises(ParamsError, match=r"'papers\.1'.*'nope' is not one of .*'tsrn'"):
+        validate_params(bad)

@@ -26,9 +26,31 @@ def _key_path(err: jsonschema.ValidationError) -> str:
     return ".".join(parts) if parts else "<top level>"
 
 
+PAPERS_DIR = REPO_ROOT / "src" / "stisr" / "papers"
+
+
+def known_papers() -> list[str]:
+    """The paper ids: one spec file each (common.yaml is the shared vocabulary, not a paper)."""
+    return sorted(p.stem for p in PAPERS_DIR.glob("*.yaml") if p.stem != "common")
+
+
+def trainable_recognizers() -> list[str]:
+    """Recognizers of common.yaml that are trained (not `external`, e.g. the PP-OCR judge)."""
+    common = yaml.safe_load((PAPERS_DIR / "common.yaml").read_text())
+    return [name for name, r in common["recognizers"].items() if "model" in r]
+
+
+def params_schema() -> dict[str, Any]:
+    """The params schema with its enums derived from the specs (one list of each thing)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["$defs"]["paper"]["enum"] = known_papers()
+    schema["$defs"]["trainable_recognizer"]["enum"] = trainable_recognizers()
+    return schema
+
+
 def validate_params(params: Mapping[str, Any], where: str = "params.yaml") -> None:
     """Raise ParamsError for the first (deepest) schema violation, naming its key."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema = params_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(params), key=lambda e: -len(e.absolute_path))
     if errors:
