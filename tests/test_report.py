@@ -386,3 +386,17 @@ def test_stand_in_model_settings_are_listed_as_deviations():
     assert "use_stn=False (paper: True)" in aster and "aux_ctc=1.0 (paper: 0.0)" in aster
     assert "beam_width=1 (paper: 5)" in aster
     assert model_deviations({**PARAMS, "scale": "paper"}, runs["zoo/aster"]) == []
+
+
+def test_a_fitted_cell_is_marked_and_its_agreement_not_counted_as_evidence(metrics, tmp_path):
+    """A number chosen to match the paper (PARSeq's decoded length in its FLOPs) says so."""
+    runs = all_runs({"fake": metrics})
+    comp = plan.complexity_path(PARAMS, "fake/good", "fake/reader")
+    data = json.loads(comp.read_text())
+    comp.write_text(json.dumps({**data, "fitted": "decoded length chosen to match"}))
+    frame = compute_table(metrics.tables[1], PARAMS, runs)
+    assert _cell(frame, "good", "params")["fitted"] == "decoded length chosen to match"
+    assert pd.isna(_cell(frame, "good", "psnr")["fitted"])
+    md = write_table(metrics.tables[1], PARAMS, runs, tmp_path)[1].read_text()
+    assert "1.2 / 1.5 (fitted)" in md and "(1 of them fitted:" in md
+    assert "- Good / Params (M): decoded length chosen to match" in md

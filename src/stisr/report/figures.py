@@ -142,7 +142,7 @@ def _accuracy_by_method(
                 label=f"{name} (paper)", ms=4)  # fmt: skip
         if rec in baselines:
             _check_ref(baselines[rec]["sr"], "sr", runs)
-            value, why, _ = cell_value(params, baselines[rec], runs, table.metric_format)
+            value, why, *_ = cell_value(params, baselines[rec], runs, table.metric_format)
             if value is None:
                 reasons.append(f"{baseline['sr']}/{rec}: {why}")
             else:
@@ -211,7 +211,7 @@ def _accuracy_vs_param(
             src = _source(fig, runs, {"metric": "accuracy"}, opts, s, pt)
             if "testset" not in src:
                 raise NotReproduced("spec problem: points name no testset")
-            value, status, _ = cell_value(params, src, runs, "percent")
+            value, status, *_ = cell_value(params, src, runs, "percent")
             metrics.add(str(src["metric"]))
             xs.append(float(pt["x"]))
             ours.append(np.nan if value is None else value)

@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -49,6 +49,7 @@ FRAME_COLUMNS = (
     "scale",
     "commit",
     "params_hash",
+    "fitted",
 )
 NOT_YET = "not computed yet"
 MISSING = "missing metrics"
@@ -91,21 +92,27 @@ def metrics_path(params: Mapping[str, Any], src: Mapping[str, Any]) -> Path:
     return plan.cell_metrics_path(params, src)
 
 
+class CellValue(NamedTuple):
+    value: float | None  # display-scaled; None unless the status is computed (or reproduced)
+    status: str
+    commit: str | None = None  # the commit that computed it, when its metrics file says
+    fitted: str | None = None  # why the number was chosen to match the paper's (no evidence)
+
+
 def cell_value(
     params: Mapping[str, Any],
     src: Mapping[str, Any],
     runs: Mapping[str, RunSpec],
     metric_format: str = "percent",
     cache: dict[Path, Any] | None = None,
-) -> tuple[float | None, str, str | None]:
-    """(display-scaled value, status, commit that computed it) of one cell; the value is None
-    unless the status is computed (or reproduced)."""
+) -> CellValue:
+    """One cell's number, status and provenance, from the metrics file the plan names."""
     reason = plan.cell_status(params, src, runs)
     if reason is not None:
-        return None, f"{NOT_YET}: {reason}", None
+        return CellValue(None, f"{NOT_YET}: {reason}")
     path = metrics_path(params, src)
     if not path.is_file():
-        return None, f"{MISSING}: {path}", None
+        return CellValue(None, f"{MISSING}: {path}")
     data = read_json(path, cache)
     metric = src["metric"]
     if metric in _COMPLEXITY_KEYS:
@@ -118,8 +125,10 @@ def cell_value(
         where = f"{metric} of subset {subset} in {path}"
     commit = recorded_commit(data)
     if raw is None:
-        return None, f"{NOT_YET}: no {where}", commit
-    return float(raw) * metric_scale(src, metric_format), done_word(params), commit
+        return CellValue(None, f"{NOT_YET}: no {where}", commit)
+    fitted = data.get("fitted") if metric in _COMPLEXITY_KEYS else None
+    value = float(raw) * metric_scale(src, metric_format)
+    return CellValue(value, done_word(params), commit, fitted)
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -166,13 +175,16 @@ def compute_table(
             continue
         for col in table.columns:
             src = table.cell_source(row, col)
-            value, status, commit = cell_value(params, src, runs, table.metric_format, cache)
+            value, status, commit, fitted = cell_value(
+                params, src, runs, table.metric_format, cache
+            )
             cells[(row.id, col.id)] = {
                 "ours": value,
                 "status": status,
                 "inputs": compact_source(src),
                 "commit": commit,
                 "params_hash": ident.of(src) if status in DONE else None,
+                "fitted": fitted,
             }
     for row in table.rows:  # derived rows after all their inputs (a derived row may use another)
         if not row.derive:
@@ -193,6 +205,7 @@ def compute_table(
                 "params_hash": (
                     config_hash([c["params_hash"] for c in both])[:12] if status in DONE else None
                 ),
+                "fitted": "; ".join(c["fitted"] for c in both if c["fitted"]) or None,
             }
     fallback_commit = report_commit()  # files that record no commit: the report's checkout
     with_delta = comparable(params)
@@ -213,6 +226,7 @@ def compute_table(
                 "status": status, "inputs": cell["inputs"], "extra": col.extra,
                 "source": params["source"], "scale": params["scale"],
                 "commit": cell["commit"] or fallback_commit, "params_hash": cell["params_hash"],
+                "fitted": cell["fitted"],
             })  # fmt: skip
     return pd.DataFrame.from_records(records, columns=list(FRAME_COLUMNS))
 
@@ -301,6 +315,10 @@ def format_cell(
     return f"{mark} / {_fmt(paper, decimals)}" if has_paper else "-"
 
 
+def _fitted(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
 def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
@@ -357,11 +375,22 @@ def table_markdown(
             ours = None if _is_nan(cell.ours) else cell.ours
             paper = None if _is_nan(cell.paper) else cell.paper
             places = cell_decimals(table, row, c.id, decimals[c.id])
-            out.append(format_cell(paper, ours, cell.status, places, with_delta))
+            text = format_cell(paper, ours, cell.status, places, with_delta)
+            out.append(f"{text} (fitted)" if _fitted(cell.fitted) and ours is not None else text)
         lines.append("| " + " | ".join(_escape(x) for x in out) + " |")
     done, total = coverage_of(frame)
     word = done_word(params)
-    lines += ["", f"Coverage: {done} of {total} paper cells {word}.", ""]
+    fitted = frame[[_fitted(f) for f in frame["fitted"]]]
+    note = ""
+    if len(fitted):
+        note = (f" ({len(fitted)} of them fitted: a choice made to match the paper's number, "
+                "so their agreement is not evidence)")  # fmt: skip
+    lines += ["", f"Coverage: {done} of {total} paper cells {word}{note}.", ""]
+    if len(fitted):
+        lines += ["Fitted cells:", ""]
+        lines += [f"- {_escape(r.row_label)} / {_escape(r.column_label)}: {_escape(r.fitted)}"
+                  for r in fitted.itertuples(index=False)]  # fmt: skip
+        lines.append("")
     reasons = frame.loc[~frame["status"].isin(DONE), "status"]
     reasons = reasons[reasons != NO_PAPER].value_counts()
     if len(reasons):
