@@ -20,14 +20,8 @@ from stisr.papers.spec import all_runs, load_specs, parse_spec
 from stisr.report.cell_provenance import COMPUTED
 from stisr.report.figures import EMBEDDED_NOTE, write_figure
 from stisr.report.index import coverage, write_index
-from stisr.report.tables import (
-    EMBEDDED_WARNING,
-    MISSING,
-    NOT_YET,
-    compute_table,
-    format_cell,
-    write_table,
-)
+from stisr.report.table_markdown import EMBEDDED_WARNING, MISSING, format_cell
+from stisr.report.tables import NOT_YET, compute_table, write_table
 
 
 def _params() -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from stisr.papers.spec import all_runs, load_specs
-from stisr.report.tables import EMBEDDED_WARNING
+from stisr.report.table_markdown import EMBEDDED_WARNING
 
 from .conftest import REPO
 

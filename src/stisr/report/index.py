@@ -19,7 +19,7 @@ import pandas as pd
 from stisr.atomic_io import atomic_write_text
 from stisr.papers.spec import PaperSpec, TableSpec
 from stisr.report.cell_provenance import done_word
-from stisr.report.tables import coverage_of, data_banner
+from stisr.report.table_markdown import coverage_of, data_banner
 
 NOT_GENERATED = "not generated yet"
 
