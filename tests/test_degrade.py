@@ -99,28 +99,47 @@ def test_is_small_rules() -> None:
         dg.is_small(Image.new("RGB", (4, 4)), rule="diag")  # type: ignore[arg-type]
 
 
-def test_make_lr_set_selects_small_and_is_reproducible() -> None:
+def _str_lmdb(path, samples) -> str:
+    from stisr.data.lmdb_io import write_str_lmdb
+
+    write_str_lmdb(path, samples)
+    return str(path)
+
+
+def test_lr_benchmark_selects_small_and_is_reproducible(tmp_path) -> None:
+    from stisr.data.lmdb_io import LmdbReader
+    from stisr.data.lr_benchmarks import STR_BENCHMARKS, make_lr_benchmark
+
     samples = [
         (_word_image(128, 32), "big"),
-        (_word_image(60, 14), "small1"),
+        (_word_image(60, 14), "smalla"),
         (_word_image(40, 20), "tall"),
-        (_word_image(48, 12), "small2"),
+        (_word_image(48, 12), "smallb"),
     ]
-    small = list(dg.make_lr_set(samples, "blur_noise", seed=3, select="small"))
-    assert [label for _, label in small] == ["small1", "small2"]
-    assert [img.size for img, _ in small] == [(60, 14), (48, 12)]
-    again = list(dg.make_lr_set(samples, "blur_noise", seed=3, select="small"))
-    assert all(np.array_equal(_px(a), _px(b)) for (a, _), (b, _) in zip(small, again, strict=True))
-    # A sample's generator depends on its position only, not on what was selected before it.
-    everything = list(dg.make_lr_set(samples, "blur_noise", seed=3, select="all"))
-    assert len(everything) == 4
-    assert np.array_equal(_px(everything[3][0]), _px(small[1][0]))
-    other = list(dg.make_lr_set(samples, "blur_noise", seed=4, select="small"))
-    assert not np.array_equal(_px(other[0][0]), _px(small[0][0]))
+    src = {name: _str_lmdb(tmp_path / "src" / name, samples) for name in STR_BENCHMARKS}
+
+    def read(root) -> list[tuple[np.ndarray, str]]:
+        with LmdbReader(root) as r:
+            return [(_px(r.image("image", i)), r.label(i)) for i in range(len(r))]
+
+    assert make_lr_benchmark("lemma", src, tmp_path / "a", seed=3) == 2 * len(STR_BENCHMARKS)
+    assert make_lr_benchmark("lemma", src, tmp_path / "b", seed=3) == 2 * len(STR_BENCHMARKS)
+    a, b = read(tmp_path / "a" / "ic13"), read(tmp_path / "b" / "ic13")
+    assert [label for _, label in a] == ["smalla", "smallb"]
+    assert [x.shape[:2] for x, _ in a] == [(14, 60), (12, 48)]
+    assert all(np.array_equal(x, y) for (x, _), (y, _) in zip(a, b, strict=True))
+    # A sample's generator depends on (seed, benchmark, position): benchmarks differ.
+    assert not np.array_equal(a[0][0], read(tmp_path / "a" / "ic15")[0][0])
+    make_lr_benchmark("commonlr", src, tmp_path / "c", seed=3)  # merged, not degraded
+    merged = read(tmp_path / "c" / "all")
+    assert len(merged) == 2 * len(STR_BENCHMARKS)
+    assert np.array_equal(merged[0][0], _px(samples[1][0]))
 
 
-def test_make_lr_set_rejects_bad_arguments() -> None:
-    with pytest.raises(KeyError, match="valid"):
-        list(dg.make_lr_set([], "nope", seed=0))
-    with pytest.raises(ValueError, match="select"):
-        list(dg.make_lr_set([], "bicubic", seed=0, select="some"))  # type: ignore[arg-type]
+def test_lr_benchmark_rejects_bad_arguments(tmp_path) -> None:
+    from stisr.data.lr_benchmarks import LrSetError, make_lr_benchmark
+
+    with pytest.raises(LrSetError, match="valid: commonlr"):
+        make_lr_benchmark("nope", {}, tmp_path, seed=0)
+    with pytest.raises(LrSetError, match="no --src given for ic15"):
+        make_lr_benchmark("ic15_352", {}, tmp_path, seed=0)

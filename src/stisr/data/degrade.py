@@ -22,7 +22,7 @@ Pipelines (``PIPELINES``):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import cv2
@@ -34,7 +34,7 @@ __all__ = [
     "PIPELINES",
     "degrade",
     "is_small",
-    "make_lr_set",
+    "sample_rng",
     "bicubic",
     "blur_noise",
     "bsrgan",
@@ -570,27 +570,3 @@ def is_small(
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of sample ``index``: independent of how many samples come before it."""
     return np.random.default_rng([int(seed), int(index)])
-
-
-def make_lr_set(
-    samples: Iterable[tuple[Image.Image, str]],
-    name: str,
-    seed: int,
-    select: Literal["all", "small"] = "all",
-    **params: Any,
-) -> Iterator[tuple[Image.Image, str]]:
-    """Yield ``(degraded image, label)`` for each (selected) sample, reproducibly.
-
-    The generator of sample ``i`` (0-based position in ``samples``, counted before selection)
-    is ``default_rng([seed, i])``, so the output of one sample never depends on the others.
-    """
-    if select not in ("all", "small"):
-        raise ValueError(f"make_lr_set: select must be 'all' or 'small', got {select!r}")
-    if name not in PIPELINES:
-        raise KeyError(
-            f"unknown degradation pipeline {name!r}; valid: {', '.join(sorted(PIPELINES))}"
-        )
-    for i, (img, label) in enumerate(samples):
-        if select == "small" and not is_small(img):
-            continue
-        yield degrade(img, name, sample_rng(seed, i), **params), label
