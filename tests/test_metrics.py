@@ -433,3 +433,9 @@ def test_measure_latency_reports_positive_times():
         measure_latency(model, torch.rand(1, 3, 8, 8), repeats=0)
     with pytest.raises(ValueError, match="warmup"):
         measure_latency(model, torch.rand(1, 3, 8, 8), warmup=-1)
+
+
+def test_only_the_parseq_flops_are_fitted_to_the_paper():
+    """The decoded length behind PARSeq's 2.93G is our choice: its cell must say so."""
+    fitted = {name for name, count in PAPER_COUNTS.items() if count.fitted}
+    assert fitted == {"parseq"} and "2.93G" in PAPER_COUNTS["parseq"].fitted

@@ -387,7 +387,7 @@ def test_a_fitted_cell_is_marked_and_its_agreement_not_counted_as_evidence(metri
     runs = all_runs({"fake": metrics})
     comp = plan.complexity_path(PARAMS, "fake/good", "fake/reader")
     data = json.loads(comp.read_text())
-    comp.write_text(json.dumps({**data, "fitted": "decoded length chosen to match"}))
+    comp.write_text(json.dumps({**data, "fitted": {"params": "decoded length chosen to match"}}))
     frame = compute_table(metrics.tables[1], PARAMS, runs)
     assert _cell(frame, "good", "params")["fitted"] == "decoded length chosen to match"
     assert pd.isna(_cell(frame, "good", "psnr")["fitted"])

@@ -66,6 +66,8 @@ def test_smoke_dag_fills_the_tsrn_slice(smoke_run):
     zoo = pd.read_csv(results / "zoo/complexity.csv").set_index(["row", "column"])
     assert zoo.loc[("crnn", "params"), "ours"] == pytest.approx(8.331301)  # millions
     assert zoo.loc[("crnn", "flops"), "status"] == "computed"
+    assert "2.93G" in zoo.loc[("parseq", "flops"), "fitted"]  # a choice, marked as such
+    assert pd.isna(zoo.loc[("parseq", "params"), "fitted"])
     index = (results / "README.md").read_text()
     assert "Coverage" in index and "paper cells computed" in index
     for paper in ("tsrn", "lemma", "image", "kdltr", "tcdm"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from stisr.engine.provenance import provenance
 from stisr.metrics.complexity import (
     PAPER_COUNTS,
     PaperCount,
@@ -82,7 +83,11 @@ def measure_pair(
             "input": list(x.shape),
             "counted_as": count.why,
         }
+        if count.fitted:
+            part["fitted"] = count.fitted
+            result.setdefault("fitted", {})["flops"] = f"{name}: {count.fitted}"
         result["parts"][name] = part
         for key in SUMMED:
             result[key] += part[key]
+    result["provenance"] = provenance([])  # the commit that counted it
     return result

@@ -125,7 +125,7 @@ def cell_value(
     commit = recorded_commit(data)
     if raw is None:
         return CellValue(None, f"{NOT_YET}: no {where}", commit)
-    fitted = data.get("fitted") if metric in _COMPLEXITY_KEYS else None
+    fitted = (data.get("fitted") or {}).get(metric) if metric in _COMPLEXITY_KEYS else None
     value = float(raw) * metric_scale(src, metric_format)
     return CellValue(value, done_word(params), commit, fitted)
 
