@@ -2,7 +2,7 @@
 
 Every paper evaluates case-insensitive alphanumeric word accuracy: both the prediction and the
 label are lower-cased and stripped of anything outside [0-9a-z]
-(REFERENCE.md, "Labels and metrics").
+(docs/protocols.md#word-accuracy).
 """
 
 from __future__ import annotations

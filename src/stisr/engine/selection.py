@@ -2,7 +2,7 @@
 
 The TextZoom / TATT / LEMMA training code evaluates the SR model on the TextZoom *test* subsets
 during training and keeps the checkpoint with the best summed word accuracy, read by CRNN
-(REFERENCE.md, known quirks). `test` reproduces that protocol; `validation` applies the same rule
+(docs/protocols.md, quirks). `test` reproduces that protocol; `validation` applies the same rule
 to images held out from the training set, so no test image influences the model; `last` (the
 default) keeps the final weights, which is what the papers describe.
 

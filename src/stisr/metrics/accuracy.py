@@ -1,7 +1,7 @@
 """Word accuracy and its size-weighted average, the headline metric of every paper replicated here.
 
 Predictions and labels are compared after `stisr.charset.normalize_label` (lower case, [0-9a-z]
-only), so case and punctuation never count (REFERENCE.md, "Labels and metrics"). A label that
+only), so case and punctuation never count (docs/protocols.md, "Word accuracy"). A label that
 normalizes to the empty string is matched by an empty (normalized) prediction, as in the TextZoom
 evaluation code, which compares the filtered strings directly.
 """

@@ -6,7 +6,7 @@
 parameters), so the released `best-train-abinet.pth` loads with strict=True after
 `official_state_dict` (its weights are under the key `model`).
 
-Input as the STISR code feeds it (REFERENCE.md): bicubic to 32x128, RGB normalized with the
+Input as the STISR code feeds it (docs/protocols.md): bicubic to 32x128, RGB normalized with the
 ImageNet mean/std. Classes: 0 = end token, then `a-z1-90` (official charset_36.txt); 25 characters
 + 1 end position. Inference returns the last alignment logits, as the official evaluation does.
 """

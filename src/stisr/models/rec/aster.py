@@ -14,8 +14,8 @@ Classes (aster.pytorch `ALLCASES_SYMBOLS` = TextZoom `all`): the 94 printable ch
 `stisr.charset.FULL_CHARSET` at ids 0..93, then EOS 94, PADDING 95, UNKNOWN 96; the decoder's start
 token is id 97 (one extra embedding row).
 
-Input as the STISR code feeds it (REFERENCE.md): RGB scaled to [-1, 1] at the size it comes in
-(32x128 SR/HR, 16x64 LR); `input_size` resizes first. Inference runs the official beam search
+Input as the STISR code feeds it (docs/protocols.md): RGB scaled to [-1, 1] at the size it comes
+in (32x128 SR/HR, 16x64 LR); `input_size` resizes first. Inference runs the official beam search
 (width 5, up to 100 steps): it keeps the first `beam_width` hypotheses that end with EOS (in step
 order, best first within a step, as the official backtracking does) and returns the best of them
 by summed log-probability; it stops as soon as every sample has them. Predictions are lower-cased

@@ -5,7 +5,7 @@
 Class 0 is the CTC blank and classes 1..36 are `0-9a-z` (official alphabet
 `-0123456789abcdefghijklmnopqrstuvwxyz`), which is `stisr.charset.Charset()`.
 
-Input as the STISR code feeds it (REFERENCE.md): first 3 channels, bicubic resize to 32x100,
+Input as the STISR code feeds it (docs/protocols.md): first 3 channels, bicubic resize to 32x100,
 luma 0.299/0.587/0.114, values left in [0, 1] without normalization or clamping. crnn.pytorch's own
 training and demo normalize to [-1, 1] instead; `input_norm="symmetric"` selects that.
 """

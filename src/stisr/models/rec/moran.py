@@ -10,7 +10,7 @@ resamples the image; ASRN (`ASRN`): a 45-block ResNet, two BiLSTMs and two GRU a
 (left-to-right and right-to-left). Class ids 0..35 are `0-9a-z`, 36 is `$` (end of word); a decoder
 reads `char_embeddings[id + 1]` of the previous id, row 0 being the start token.
 
-Input as the STISR code feeds it (REFERENCE.md, TextZoom `parse_moran_data`): first 3 channels,
+Input as the STISR code feeds it (docs/protocols.md, TextZoom `parse_moran_data`): first 3 channels,
 bicubic to 32x100, luma 0.299/0.587/0.114 in [0, 1] (MORAN's own training normalizes to [-1, 1]:
 `input_norm="symmetric"`). Inference is the official test path: MORN with one refinement pass,
 greedy decoding for `max_len` (20) steps, prediction cut at the first `$`. TextZoom reads the

@@ -8,8 +8,8 @@
 under `state_dict` with a `model.` prefix) and returns keys that load with strict=True.
 
 Tokens: EOS 0, characters 1..94 in the order of `stisr.charset.FULL_CHARSET` (PARSeq's
-94_full.yaml), BOS 95, PAD 96. Input as the STISR code feeds PARSeq (REFERENCE.md): RGB, bicubic
-to 32x128, Normalize(0.5, 0.5) -> [-1, 1].
+94_full.yaml), BOS 95, PAD 96. Input as the STISR code feeds PARSeq (docs/protocols.md): RGB,
+bicubic to 32x128, Normalize(0.5, 0.5) -> [-1, 1].
 
 Inference (`forward`) is PARSeq's test-time decoding: autoregressive greedy decoding (`decode_ar`;
 NAR with all queries at once otherwise) followed by `refine_iters` cloze refinement passes.

@@ -4,7 +4,7 @@ Layout of the official TextZoom `src/model/tsrn.py`: block1 = conv9x9 + PReLU; `
 Sequential Residual Blocks; conv3x3 + BN; long skip from block1; pixel-shuffle x2 blocks; conv9x9;
 tanh. A TPS-STN (central alignment) rectifies the input first. Defaults follow the paper (BLSTM,
 PReLU, STN always on); the public code's variant is `rnn="gru", activation="mish",
-stn_in_train_only=True` (REFERENCE.md "Known protocol quirks"). Parameter names match the
+stn_in_train_only=True` (docs/protocols.md, quirks). Parameter names match the
 official state dict.
 """
 
