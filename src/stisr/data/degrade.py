@@ -1,7 +1,7 @@
 """Named, seeded low-resolution (LR) pipelines.
 
 The papers build their LR test images in different ways, and the public code draws the random
-parameters from global, unseeded generators (REFERENCE.md, "protocol quirks"). Here every pipeline
+parameters from global, unseeded generators (docs/protocols.md). Here every pipeline
 is a pure function of the image and a ``numpy.random.Generator``, so a seed fixes the output.
 
 Pipelines (``PIPELINES``):
@@ -28,7 +28,23 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 from PIL import Image
-from scipy import special
+
+from stisr.data.degrade_ops import (
+    INTERPOLATIONS,
+    aniso_kernel,
+    as_float,
+    as_pil,
+    as_uint8,
+    disk_kernel,
+    filter,
+    gaussian_noise,
+    jpeg,
+    motion_kernel,
+    poisson_noise,
+    resize,
+    sinc_kernel,
+    target_size,
+)
 
 __all__ = [
     "PIPELINES",
@@ -45,147 +61,13 @@ __all__ = [
 Pipeline = Callable[..., Image.Image]
 
 # --------------------------------------------------------------------------------------------
-# Array helpers (float32 HxWx3 on the 0..255 scale unless stated otherwise)
-
-
-def _as_float(img: Image.Image) -> np.ndarray:
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"expected a PIL image, got {type(img).__name__}")
-    return np.asarray(img.convert("RGB"), dtype=np.float32)
-
-
-def _as_pil(arr: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="RGB")
-
-
-def _as_uint8(arr: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-
-
-def _target_size(img: Image.Image, scale: float) -> tuple[int, int]:
-    if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    w, h = img.size
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
-def _filter(arr: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    kernel = np.asarray(kernel, dtype=np.float32)
-    return cv2.filter2D(arr, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
-
-
-def _odd(n: float) -> int:
-    n = max(1, int(math.ceil(n)))
-    return n if n % 2 else n + 1
-
-
-def _kernel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    r = (size - 1) / 2.0
-    ax = np.arange(size, dtype=np.float64) - r
-    return np.meshgrid(ax, ax)
-
-
-def _aniso_kernel(
-    size: int, sx: float, sy: float, theta: float, shape: str = "gauss", beta: float = 1.0
-) -> np.ndarray:
-    """Rotated anisotropic Gaussian (or generalized Gaussian / plateau) kernel, sum 1."""
-    xx, yy = _kernel_grid(size)
-    c, s = math.cos(theta), math.sin(theta)
-    u = c * xx + s * yy
-    v = -s * xx + c * yy
-    q = (u / max(sx, 1e-3)) ** 2 + (v / max(sy, 1e-3)) ** 2  # x^T Sigma^-1 x
-    if shape == "gauss":
-        k = np.exp(-0.5 * q)
-    elif shape == "generalized":
-        k = np.exp(-0.5 * q**beta)
-    elif shape == "plateau":
-        k = 1.0 / (1.0 + q**beta)
-    else:
-        raise ValueError(f"unknown kernel shape {shape!r}")
-    return (k / k.sum()).astype(np.float32)
-
-
-def _disk_kernel(radius: float) -> np.ndarray:
-    """Anti-aliased uniform disk: the point-spread function of a defocused lens."""
-    size = _odd(2 * radius + 3)
-    xx, yy = _kernel_grid(size)
-    dist = np.sqrt(xx**2 + yy**2)
-    k = np.clip(radius + 0.5 - dist, 0.0, 1.0)
-    return (k / k.sum()).astype(np.float32)
-
-
-def _motion_kernel(length: float, angle_deg: float) -> np.ndarray:
-    """Line kernel of ``length`` pixels at ``angle_deg``, drawn with sub-pixel samples."""
-    size = _odd(length + 3)
-    k = np.zeros((size, size), np.float64)
-    c = (size - 1) / 2.0
-    a = math.radians(angle_deg)
-    for t in np.linspace(-length / 2, length / 2, max(2, int(length * 4) + 1)):
-        x, y = c + t * math.cos(a), c + t * math.sin(a)
-        x0, y0 = int(math.floor(x)), int(math.floor(y))
-        fx, fy = x - x0, y - y0
-        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy))):
-            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
-                k[y0 + dy, x0 + dx] += w
-        for dx, dy, w in ((0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
-                k[y0 + dy, x0 + dx] += w
-    return (k / k.sum()).astype(np.float32)
-
-
-def _sinc_kernel(size: int, omega_c: float) -> np.ndarray:
-    """Circular low-pass (2-D sinc / Airy) kernel: ringing and overshoot artifacts."""
-    xx, yy = _kernel_grid(size)
-    r = np.sqrt(xx**2 + yy**2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = omega_c * special.j1(omega_c * r) / (2 * np.pi * r)
-    k[r == 0] = omega_c**2 / (4 * np.pi)
-    return (k / k.sum()).astype(np.float32)
-
-
-_INTERPOLATIONS = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)
-
-
-def _resize(arr: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
-    w, h = size
-    if (arr.shape[1], arr.shape[0]) == (w, h):
-        return arr
-    return cv2.resize(arr, (w, h), interpolation=interp)
-
-
-def _jpeg(arr: np.ndarray, quality: int) -> np.ndarray:
-    """Round-trip through libjpeg (4:2:0 chroma); cv2 wants BGR, so channels are flipped."""
-    bgr = np.ascontiguousarray(_as_uint8(arr)[:, :, ::-1])
-    ok, buf = cv2.imencode(".jpg", bgr, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].astype(np.float32)
-
-
-def _gaussian_noise(arr: np.ndarray, rng: np.random.Generator, sigma: float, gray: bool):
-    shape = arr.shape[:2] + (1,) if gray else arr.shape
-    return arr + rng.normal(0.0, sigma, size=shape).astype(np.float32)
-
-
-def _poisson_noise(arr: np.ndarray, rng: np.random.Generator, scale: float, gray: bool):
-    """Basic-SR style Poisson noise: quantize to photon counts, keep the residual x ``scale``."""
-    x = np.clip(arr / 255.0, 0.0, 1.0)
-    if gray:
-        x = x @ np.array([0.299, 0.587, 0.114], np.float32)
-        x = x[..., None]
-    vals = 2.0 ** math.ceil(math.log2(max(2, len(np.unique(np.rint(x * 255))))))
-    noisy = rng.poisson(x * vals) / vals
-    return arr + (noisy - x).astype(np.float32) * 255.0 * scale
-
-
-# --------------------------------------------------------------------------------------------
 # Pipelines
 
 
 def bicubic(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
     """PIL bicubic resize by ``scale``; ``rng`` is unused (kept for the common signature)."""
     del rng
-    return img.convert("RGB").resize(_target_size(img, scale), Image.BICUBIC)
+    return img.convert("RGB").resize(target_size(img, scale), Image.BICUBIC)
 
 
 def _lemma_degradation(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +81,7 @@ def _lemma_degradation(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if out.mean() <= 252.0:
             std = np.sqrt(shot * out + read)
             out = np.clip(out + rng.normal(0.0, 1.0, out.shape) * std, 0, 255)
-    out8 = _as_uint8(out)
+    out8 = as_uint8(out)
     # Noise reduction: Gaussian (p = 0.7) or bilateral.
     if rng.random() < 0.7:
         k = int(rng.choice([3, 5]))
@@ -249,26 +131,26 @@ def _kdltr_degradation(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return cv2.blur(a, (k, k)) if k > 1 else a
 
     def median(a: np.ndarray) -> np.ndarray:
-        return cv2.medianBlur(_as_uint8(a), int(rng.choice([3, 5, 7]))).astype(np.float32)
+        return cv2.medianBlur(as_uint8(a), int(rng.choice([3, 5, 7]))).astype(np.float32)
 
     def bilateral(a: np.ndarray) -> np.ndarray:
         d = int(rng.integers(3, 10))
         sc, ss = float(rng.uniform(10, 250)), float(rng.uniform(10, 250))
-        return cv2.bilateralFilter(_as_uint8(a), d, sc, ss).astype(np.float32)
+        return cv2.bilateralFilter(as_uint8(a), d, sc, ss).astype(np.float32)
 
     def motion(a: np.ndarray) -> np.ndarray:
-        return _filter(a, _motion_kernel(3.0, float(rng.uniform(0, 360))))
+        return filter(a, motion_kernel(3.0, float(rng.uniform(0, 360))))
 
     def mean_shift(a: np.ndarray) -> np.ndarray:
         sp, sr = float(rng.uniform(5, 40)), float(rng.uniform(5, 40))
-        return cv2.pyrMeanShiftFiltering(_as_uint8(a), sp, sr).astype(np.float32)
+        return cv2.pyrMeanShiftFiltering(as_uint8(a), sp, sr).astype(np.float32)
 
     def superpixels(a: np.ndarray) -> np.ndarray:
         return _superpixels(a, rng, int(rng.integers(1, 8)), float(rng.uniform(0.1, 0.5)))
 
     def noise(a: np.ndarray) -> np.ndarray:
         sigma = float(rng.uniform(0.0, 0.05 * 255))
-        return _gaussian_noise(a, rng, sigma, gray=rng.random() >= 0.5)
+        return gaussian_noise(a, rng, sigma, gray=rng.random() >= 0.5)
 
     ops = [gaussian, average, median, bilateral, motion, mean_shift, superpixels, noise]
     for i in rng.permutation(len(ops)):
@@ -288,16 +170,16 @@ def blur_noise(
     LEMMA degrades only images already smaller than 16x64 (see ``is_small``) and keeps their size,
     hence ``scale=1``. The downscale (``scale < 1``) is bicubic and comes last.
     """
-    arr = _as_float(img)
+    arr = as_float(img)
     if variant == "lemma":
         arr = _lemma_degradation(arr, rng)
     elif variant == "kdltr":
         arr = _kdltr_degradation(arr, rng)
     else:
         raise ValueError(f"blur_noise: unknown variant {variant!r}; expected 'lemma' or 'kdltr'")
-    out = _as_pil(arr)
+    out = as_pil(arr)
     if scale != 1.0:
-        out = out.resize(_target_size(img, scale), Image.BICUBIC)
+        out = out.resize(target_size(img, scale), Image.BICUBIC)
     return out
 
 
@@ -306,21 +188,21 @@ def _bsrgan_blur(arr: np.ndarray, rng: np.random.Generator, sf: float) -> np.nda
     if rng.random() < 0.5:
         l1, l2 = wd2 * rng.random() + 0.1, wd2 * rng.random() + 0.1
         size = 2 * int(rng.integers(2, 12)) + 3
-        k = _aniso_kernel(size, math.sqrt(l1), math.sqrt(l2), math.pi * rng.random())
+        k = aniso_kernel(size, math.sqrt(l1), math.sqrt(l2), math.pi * rng.random())
     else:
         sigma = wd * rng.random() + 0.1
         size = 2 * int(rng.integers(2, 12)) + 3
-        k = _aniso_kernel(size, sigma, sigma, 0.0)
-    return _filter(arr, k)
+        k = aniso_kernel(size, sigma, sigma, 0.0)
+    return filter(arr, k)
 
 
 def _bsrgan_noise(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     level = float(rng.uniform(2, 25))
     r = rng.random()
     if r < 0.6:
-        return _gaussian_noise(arr, rng, level, gray=False)
+        return gaussian_noise(arr, rng, level, gray=False)
     if r < 0.8:
-        return _gaussian_noise(arr, rng, level, gray=True)
+        return gaussian_noise(arr, rng, level, gray=True)
     # Channel-correlated noise: a random 3x3 covariance.
     lv = level**2
     u = np.linalg.qr(rng.standard_normal((3, 3)))[0]
@@ -330,21 +212,21 @@ def _bsrgan_noise(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def bsrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
     """BSRGAN-like: two blurs, a downsample, noise and JPEG in random order, then JPEG."""
-    target = _target_size(img, scale)
+    target = target_size(img, scale)
     sf = 1.0 / scale
-    arr = _as_float(img)
+    arr = as_float(img)
     for op in rng.permutation(5):
         if op in (0, 1):
             arr = _bsrgan_blur(arr, rng, sf)
         elif op == 2:
-            arr = _resize(arr, target, int(rng.choice(_INTERPOLATIONS)))
+            arr = resize(arr, target, int(rng.choice(INTERPOLATIONS)))
         elif op == 3:
             arr = _bsrgan_noise(arr, rng)
         else:
-            arr = _jpeg(arr, int(rng.integers(30, 96)))
+            arr = jpeg(arr, int(rng.integers(30, 96)))
         arr = np.clip(arr, 0, 255).astype(np.float32)
-    arr = _jpeg(arr, int(rng.integers(30, 96)))
-    return _as_pil(_resize(arr, target, cv2.INTER_CUBIC))
+    arr = jpeg(arr, int(rng.integers(30, 96)))
+    return as_pil(resize(arr, target, cv2.INTER_CUBIC))
 
 
 _RE_KERNELS = (
@@ -364,17 +246,17 @@ def _realesrgan_kernel(
     size = int(rng.choice(np.arange(7, 22, 2)))
     if rng.random() < sinc_prob:
         lo = math.pi / 3 if size < 13 else math.pi / 5
-        return _sinc_kernel(size, float(rng.uniform(lo, math.pi)))
+        return sinc_kernel(size, float(rng.uniform(lo, math.pi)))
     kind = _RE_KERNELS[int(rng.choice(len(_RE_KERNELS), p=_RE_KERNEL_PROB))]
     sx = float(rng.uniform(*sigma_range))
     iso = kind.endswith("iso") and not kind.endswith("aniso")
     sy = sx if iso else float(rng.uniform(*sigma_range))
     theta = 0.0 if iso else float(rng.uniform(-math.pi, math.pi))
     if kind.startswith("generalized"):
-        return _aniso_kernel(size, sx, sy, theta, "generalized", float(rng.uniform(0.5, 4.0)))
+        return aniso_kernel(size, sx, sy, theta, "generalized", float(rng.uniform(0.5, 4.0)))
     if kind.startswith("plateau"):
-        return _aniso_kernel(size, sx, sy, theta, "plateau", float(rng.uniform(1.0, 2.0)))
-    return _aniso_kernel(size, sx, sy, theta)
+        return aniso_kernel(size, sx, sy, theta, "plateau", float(rng.uniform(1.0, 2.0)))
+    return aniso_kernel(size, sx, sy, theta)
 
 
 def _realesrgan_order(
@@ -388,7 +270,7 @@ def _realesrgan_order(
     noise_range: tuple[float, float],
     poisson_range: tuple[float, float],
 ) -> np.ndarray:
-    arr = _filter(arr, _realesrgan_kernel(rng, sigma, 0.1))
+    arr = filter(arr, _realesrgan_kernel(rng, sigma, 0.1))
     mode = int(rng.choice(3, p=resize_prob))  # up, down, keep
     factor = (
         rng.uniform(1.0, resize_range[1])
@@ -401,20 +283,20 @@ def _realesrgan_order(
     new = (max(2, round(w * factor)), max(2, round(h * factor)))
     # Never shrink below a quarter of the final size: text crops are tiny already.
     new = (max(new[0], base[0] // 4 or 1), max(new[1], base[1] // 4 or 1))
-    arr = _resize(arr, new, int(rng.choice(_INTERPOLATIONS)))
+    arr = resize(arr, new, int(rng.choice(INTERPOLATIONS)))
     gray = rng.random() < 0.4
     if rng.random() < 0.5:
-        arr = _gaussian_noise(arr, rng, float(rng.uniform(*noise_range)), gray)
+        arr = gaussian_noise(arr, rng, float(rng.uniform(*noise_range)), gray)
     else:
-        arr = _poisson_noise(arr, rng, float(rng.uniform(*poisson_range)), gray)
+        arr = poisson_noise(arr, rng, float(rng.uniform(*poisson_range)), gray)
     arr = np.clip(arr, 0, 255).astype(np.float32)
-    return _jpeg(arr, int(rng.integers(30, 96)))
+    return jpeg(arr, int(rng.integers(30, 96)))
 
 
 def realesrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -> Image.Image:
     """Real-ESRGAN-like second-order degradation with its published parameter ranges."""
-    target = _target_size(img, scale)
-    arr = _as_float(img)
+    target = target_size(img, scale)
+    arr = as_float(img)
     arr = _realesrgan_order(
         arr,
         rng,
@@ -426,7 +308,7 @@ def realesrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -
         poisson_range=(0.05, 3.0),
     )
     if rng.random() < 0.8:  # second blur probability
-        arr = _filter(arr, _realesrgan_kernel(rng, (0.2, 1.5), 0.1))
+        arr = filter(arr, _realesrgan_kernel(rng, (0.2, 1.5), 0.1))
     arr = _realesrgan_order(
         arr,
         rng,
@@ -439,16 +321,16 @@ def realesrgan(img: Image.Image, rng: np.random.Generator, scale: float = 0.5) -
     )
 
     def resize_sinc(a: np.ndarray) -> np.ndarray:
-        a = _resize(a, target, int(rng.choice(_INTERPOLATIONS)))
+        a = resize(a, target, int(rng.choice(INTERPOLATIONS)))
         if rng.random() < 0.8:
-            a = _filter(a, _sinc_kernel(21, float(rng.uniform(math.pi / 3, math.pi))))
+            a = filter(a, sinc_kernel(21, float(rng.uniform(math.pi / 3, math.pi))))
         return a
 
     if rng.random() < 0.5:
-        arr = _jpeg(np.clip(resize_sinc(arr), 0, 255), int(rng.integers(30, 96)))
+        arr = jpeg(np.clip(resize_sinc(arr), 0, 255), int(rng.integers(30, 96)))
     else:
-        arr = resize_sinc(_jpeg(arr, int(rng.integers(30, 96))))
-    return _as_pil(_resize(arr, target, cv2.INTER_CUBIC))
+        arr = resize_sinc(jpeg(arr, int(rng.integers(30, 96))))
+    return as_pil(resize(arr, target, cv2.INTER_CUBIC))
 
 
 def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -473,8 +355,8 @@ def camera(
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"camera: strength must be in [0, 1], got {strength}")
     s = float(strength)
-    target = _target_size(img, scale)
-    arr = _as_float(img)
+    target = target_size(img, scale)
+    arr = as_float(img)
     h, w = arr.shape[:2]
 
     if misalign:
@@ -505,12 +387,12 @@ def camera(
     # that a strength means the same legibility loss at any scale.
     radius = _uniform(rng, 0.2 + 0.8 * s, 0.4 + 1.6 * s) / scale
     if radius > 0.35:
-        arr = _filter(arr, _disk_kernel(radius))
+        arr = filter(arr, disk_kernel(radius))
     length = _uniform(rng, 0.0, 0.25 + 2.0 * s) / scale
     if length > 0.75:
-        arr = _filter(arr, _motion_kernel(length, _uniform(rng, -25, 25)))
+        arr = filter(arr, motion_kernel(length, _uniform(rng, -25, 25)))
 
-    arr = _resize(arr, target, cv2.INTER_AREA)
+    arr = resize(arr, target, cv2.INTER_AREA)
 
     # Sensor: signal-dependent shot noise plus read noise, on the 0..1 scale.
     x = np.clip(arr / 255.0, 0, 1)
@@ -521,8 +403,8 @@ def camera(
     arr = np.clip(x, 0, 1) * 255.0
 
     quality = int(round(_uniform(rng, 95 - 55 * s, 98 - 30 * s)))
-    arr = _jpeg(arr, max(10, min(100, quality)))
-    return _as_pil(arr)
+    arr = jpeg(arr, max(10, min(100, quality)))
+    return as_pil(arr)
 
 
 PIPELINES: dict[str, Pipeline] = {
