@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import logging
+import subprocess
+import sys
 import tarfile
 import threading
 import urllib.parse
@@ -17,8 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stisr.data import fetch as fetch_mod
-from stisr.data.fetch import FetchError, Source, SourceError, fetch, load_sources
+from stisr.data import source_registry, transfer
+from stisr.data.fetch import FetchError, fetch
+from stisr.data.source_registry import Source, SourceError, load_sources
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 KiB: several read chunks would be needed at 64 KiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -307,7 +310,7 @@ def test_write_error_leaves_nothing_at_dest_and_rerun_completes(server, tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(fetch_mod, "_write_chunk", disk_full)
+        m.setattr(transfer, "_write_chunk", disk_full)
         with pytest.raises(FetchError, match="No space left on device") as err:
             fetch("w", tmp_path, sources={"w": src}, progress=False)
     assert err.value.url == server.url("/w.bin")
@@ -319,8 +322,8 @@ def test_disk_full_mid_transfer_keeps_a_resumable_prefix_only(server, tmp_path, 
     """ENOSPC after some chunks: dest untouched, the staged prefix resumes once space is free."""
     server.files["/w.bin"] = PAYLOAD
     src = _source("w", [server.url("/w.bin")], sha256=SHA)
-    monkeypatch.setattr(fetch_mod, "CHUNK_BYTES", 64 << 10)
-    real_write, calls = fetch_mod._write_chunk, {"n": 0}
+    monkeypatch.setattr(transfer, "CHUNK_BYTES", 64 << 10)
+    real_write, calls = transfer._write_chunk, {"n": 0}
 
     def fills_up(fh, data):
         calls["n"] += 1
@@ -329,7 +332,7 @@ def test_disk_full_mid_transfer_keeps_a_resumable_prefix_only(server, tmp_path, 
         real_write(fh, data)
 
     with monkeypatch.context() as m:
-        m.setattr(fetch_mod, "_write_chunk", fills_up)
+        m.setattr(transfer, "_write_chunk", fills_up)
         with pytest.raises(FetchError, match=r"cannot write .*w\.part: No space left"):
             fetch("w", tmp_path, sources={"w": src}, progress=False)
     assert not (tmp_path / "weights").exists() and _leftovers(tmp_path) == []
@@ -397,7 +400,7 @@ def test_declared_zip_that_is_not_a_zip(server, tmp_path):
 def test_gdrive_confirmation_page_is_followed(server, tmp_path, monkeypatch):
     server.files["/download"] = PAYLOAD
     server.behaviour["/download"] = "gdrive"
-    monkeypatch.setattr(fetch_mod, "GDRIVE_DOWNLOAD_URL", server.url("/download"))
+    monkeypatch.setattr(source_registry, "GDRIVE_DOWNLOAD_URL", server.url("/download"))
     src = _source("g", ["gdrive://FILE_id-1"])
     out = fetch("g", tmp_path, sources={"g": src}, progress=False)
     assert out.read_bytes() == PAYLOAD
@@ -487,3 +490,14 @@ def test_registry_duplicate_and_overlapping_dest(tmp_path):
     with pytest.raises(SourceError, match="'other'.*'dest'"):
         load_sources(path)
     assert load_sources(_write_registry(tmp_path / "ok.yaml"))["thing"].archive == "zip"
+
+
+def test_registry_imports_no_downloader():
+    """The planner and Snakefile read the registry; that must not load HTTP or progress bars."""
+    code = (
+        "import sys, stisr.data.source_registry as r; r.load_sources(); "
+        "print(sorted(m for m in ('tqdm', 'urllib.request', 'http.client', 'stisr.data.fetch') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

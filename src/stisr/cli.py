@@ -72,7 +72,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_import_weights(args: argparse.Namespace) -> None:
     """Released recognizer weights -> a stisr checkpoint (strict load after the key mapping)."""
-    from stisr.data.fetch import load_sources
+    from stisr.data.source_registry import load_sources
     from stisr.engine.checkpoint import atomic_save, model_payload
     from stisr.engine.recognize import load_official
     from stisr.models.registry import is_implemented

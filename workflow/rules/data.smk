@@ -1,4 +1,4 @@
-from stisr.data.fetch import load_sources  # noqa: E402
+from stisr.data.source_registry import load_sources  # noqa: E402
 
 # Data at the edges: embedded generation or official download, then derived LR benchmark sets.
 # Every dataset is a directory of LMDBs in the official formats, so one loader serves both sources.

@@ -38,7 +38,7 @@ def _official(root: Path, rest: tuple[str, ...]) -> str:
     if len(rest) > 0 and rest[0] == "str_lr":
         target = Path(root, *rest[:2])
         return f"derive it with `snakemake --cores all {target}` (the `degrade_str` rule)"
-    from stisr.data.fetch import load_sources
+    from stisr.data.source_registry import load_sources
 
     rel = PurePosixPath(*rest) if rest else PurePosixPath(".")
     for src in load_sources().values():

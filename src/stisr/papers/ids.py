@@ -72,6 +72,6 @@ def recognizer_models() -> list[str]:
 
 def sources(kind: str | None = None) -> list[str]:
     """Fetch-registry names (src/stisr/data/sources.yaml), optionally of one kind."""
-    from stisr.data.fetch import load_sources
+    from stisr.data.source_registry import load_sources
 
     return sorted(n for n, s in load_sources().items() if kind in (None, s.kind))

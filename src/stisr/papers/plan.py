@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from stisr.config import work_name
-from stisr.data.fetch import load_sources
+from stisr.data.source_registry import load_sources
 from stisr.losses import LOSS_ASSETS, LOSSES, VGGFeaturesSpec
 from stisr.models import objective
 from stisr.models.registry import is_implemented, model_class
