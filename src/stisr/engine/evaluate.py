@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 from tqdm import tqdm
 
-from stisr.atomic_io import atomic_write_text
+from stisr.atomic_io import atomic_path, atomic_write_text
 from stisr.data.datasets import collate_kept, open_dataset
 from stisr.engine.checkpoint import load_model
 from stisr.engine.provenance import provenance
@@ -218,9 +218,8 @@ def evaluate(
     out_path = Path(out_path)
     samples_path = out_path.with_suffix(".samples.npz")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = samples_path.with_name(f".{samples_path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(samples_path)
+    with atomic_path(samples_path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
     result = {
         "sr": sr,
         "recognizer": recognizer,

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from stisr.atomic_io import atomic_write_text
+from stisr.atomic_io import atomic_path, atomic_write_text
 from stisr.data.datasets import collate, open_dataset
 from stisr.engine.assets import asset_deviations, build_assets, init_submodules
 from stisr.engine.checkpoint import (
@@ -415,7 +415,6 @@ def _write_samples(model: nn.Module, data: Dataset, path: Path, device: str) -> 
             elif r == 0:
                 ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=80)
     plt.close(fig)
-    tmp.replace(path)
