@@ -11,10 +11,13 @@ patch-merging LayerNorm keeps Paddle's default 1e-5, and the final dropout is Pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from stisr.models.layers.init import vit_init_
 
 BLOCK_LN_EPS = 1e-6  # SVTRNet(epsilon=1e-6) for norm1/norm2/final norm
 SUB_LN_EPS = 1e-5  # sub_norm = "nn.LayerNorm" built with Paddle's default epsilon
@@ -184,3 +187,69 @@ class DownscaleInInferDropout(nn.Module):
                 return x
             return x * (torch.rand_like(x) >= self.p).to(x.dtype)
         return x * (1.0 - self.p)
+
+
+class SVTRNet(nn.Module):
+    """Backbone: (B, 3, img_h, img_w) -> (B, out_channels, 1, out_char_num).
+
+    `cfg` is an `SVTRConfig` (models/rec/svtr.py), read for its backbone fields.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        dims, depth = cfg.embed_dim, cfg.depth
+        self.embed_dim = dims
+        self.hw = (cfg.img_h // 4, cfg.img_w // 4)
+        self.patch_embed = PatchEmbed(3, dims[0])
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.hw[0] * self.hw[1], dims[0]))
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(depth)).tolist()
+        mixers = ["Local"] * cfg.local_blocks + ["Global"] * (sum(depth) - cfg.local_blocks)
+        stages = []
+        start = 0
+        for stage, (dim, n) in enumerate(zip(dims, depth, strict=True)):
+            hw = (self.hw[0] // 2**stage, self.hw[1])
+            blocks = [
+                Block(
+                    dim,
+                    cfg.num_heads[stage],
+                    mixers[start + i],
+                    hw,
+                    cfg.local_kernel,
+                    cfg.mlp_ratio,
+                    rates[start + i],
+                    cfg.prenorm,
+                )
+                for i in range(n)
+            ]
+            stages.append(nn.ModuleList(blocks))
+            start += n
+        self.blocks1, self.blocks2, self.blocks3 = stages
+        self.sub_sample1 = SubSample(dims[0], dims[1])
+        self.sub_sample2 = SubSample(dims[1], dims[2])
+        self.avg_pool = nn.AdaptiveAvgPool2d((1, cfg.out_char_num))
+        self.last_conv = nn.Conv2d(dims[2], cfg.out_channels, 1, bias=False)
+        self.dropout = DownscaleInInferDropout(cfg.last_drop)
+        self.norm = None if cfg.prenorm else nn.LayerNorm(dims[2], eps=BLOCK_LN_EPS)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        vit_init_(self, convs=True)
+
+    def _to_map(self, x: Tensor, dim: int, height: int) -> Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], dim, height, self.hw[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x) + self.pos_embed
+        for blk in self.blocks1:
+            x = blk(x)
+        x = self.sub_sample1(self._to_map(x, self.embed_dim[0], self.hw[0]))
+        for blk in self.blocks2:
+            x = blk(x)
+        x = self.sub_sample2(self._to_map(x, self.embed_dim[1], self.hw[0] // 2))
+        for blk in self.blocks3:
+            x = blk(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.avg_pool(self._to_map(x, self.embed_dim[2], self.hw[0] // 4))
+        return self.dropout(F.hardswish(self.last_conv(x)))

@@ -20,13 +20,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from stisr.models.layers.abinet_blocks import (
+from stisr.models.layers.abinet_blocks import BaseVision, BCNLanguage, fusion_gate, greedy_lengths
+from stisr.models.rec.abinet_base import (
     ABINetBaseConfig,
     ABINetFamily,
-    BaseVision,
-    BCNLanguage,
-    fusion_gate,
-    greedy_lengths,
     sequence_cross_entropy,
     unwrap_official,
 )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from stisr.charset import Charset, normalize_label
 from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
+from stisr.models.layers.sequence import BidirectionalLSTM
 from stisr.models.objective import Recognizer
 
 # Per-layer (kernel, padding) and the layers with BatchNorm (crnn.pytorch models/crnn.py).
@@ -70,19 +71,6 @@ class CRNNConfig:
         for w in self.cnn_widths:
             check_positive(w, "CRNNConfig.cnn_widths")
         check_choice(self.input_norm, ("unit", "symmetric"), "CRNNConfig.input_norm")
-
-
-class BidirectionalLSTM(nn.Module):
-    """BLSTM + per-step linear (attribute names `rnn`, `embedding` as in crnn.pytorch)."""
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int) -> None:
-        super().__init__()
-        self.rnn = nn.LSTM(n_in, n_hidden, bidirectional=True)
-        self.embedding = nn.Linear(n_hidden * 2, n_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        recurrent, _ = self.rnn(x)  # (T, B, 2h)
-        return self.embedding(recurrent)
 
 
 def _build_cnn(in_channels: int, widths: Sequence[int], leaky: bool) -> nn.Sequential:

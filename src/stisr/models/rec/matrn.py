@@ -21,19 +21,20 @@ import torch
 from torch import Tensor, nn
 
 from stisr.models.layers.abinet_blocks import (
-    ABINetBaseConfig,
-    ABINetFamily,
     BaseVision,
     BCNLanguage,
-    PositionalEncoding,
     PositionAttention,
-    TransformerEncoder,
     fusion_gate,
     greedy_lengths,
+)
+from stisr.models.layers.abinet_transformer import PositionalEncoding, TransformerEncoder
+from stisr.models.layers.config_utils import check_choice, check_positive
+from stisr.models.rec.abinet_base import (
+    ABINetBaseConfig,
+    ABINetFamily,
     sequence_cross_entropy,
     unwrap_official,
 )
-from stisr.models.layers.config_utils import check_choice, check_positive
 
 BRANCHES = ("final", "semantic", "visual")
 

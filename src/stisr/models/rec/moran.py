@@ -5,10 +5,11 @@
 `len('0:1:...:z:$'.split(':')) == 37` output classes and 38 character-embedding rows), so the
 released `demo.pth` loads with strict=True after `official_state_dict` (strip `module.`).
 
-Parts: MORN (`MORN`), a fractional-offset rectifier that predicts a vertical offset map and
-resamples the image; ASRN (`ASRN`): a 45-block ResNet, two BiLSTMs and two GRU attention decoders
-(left-to-right and right-to-left). Class ids 0..35 are `0-9a-z`, 36 is `$` (end of word); a decoder
-reads `char_embeddings[id + 1]` of the previous id, row 0 being the start token.
+Parts (MORN and the ResNet in models/layers/moran_blocks.py): MORN (`MORN`), a fractional-offset
+rectifier that predicts a vertical offset map and resamples the image; ASRN (`ASRN`): a 45-block
+ResNet, two BiLSTMs and two GRU attention decoders (left-to-right and right-to-left). Class ids
+0..35 are `0-9a-z`, 36 is `$` (end of word); a decoder reads `char_embeddings[id + 1]` of the
+previous id, row 0 being the start token.
 
 Input as the STISR code feeds it (docs/protocols.md, TextZoom `parse_moran_data`): first 3 channels,
 bicubic to 32x100, luma 0.299/0.587/0.114 in [0, 1] (MORAN's own training normalizes to [-1, 1]:
@@ -39,16 +40,16 @@ from stisr.models.layers.config_utils import (
     check_positive,
     check_weight,
 )
+from stisr.models.layers.moran_blocks import MORN, ResNet
+from stisr.models.layers.sequence import BidirectionalLSTM
 from stisr.models.objective import Recognizer
 
 LUMA = (0.299, 0.587, 0.114)
 EOS_CHAR = "$"
 ALPHABET = EVAL_CHARSET + EOS_CHAR  # MORAN's '0:1:...:z:$' without separators
-_STRIDES = (2, 2, (2, 1), (2, 1), (2, 1))  # first block of ASRN.cnn.block1..block5
 OFFICIAL_MORN_WIDTHS = (64, 128, 64, 16)
 OFFICIAL_CNN_WIDTHS = (32, 32, 64, 128, 256, 512)  # block0 .. block5
 OFFICIAL_CNN_BLOCKS = (3, 4, 6, 6, 3)
-_BN_MOMENTUM = 0.01  # ASRN's BatchNorm momentum (MORN keeps the default)
 
 
 @dataclass
@@ -104,112 +105,6 @@ def official_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
         raise ValueError("MORAN checkpoint: expected a state-dict mapping")
     state = raw.get("state_dict", raw)
     return {k.replace("module.", "", 1): v for k, v in state.items()}
-
-
-def _base_grid(height: int, width: int, batch: int, like: Tensor) -> Tensor:
-    """(B, H, W, 2) identity sampling grid in [-1, 1] as (x, y)."""
-    ys = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
-    xs = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
-    return grid.unsqueeze(0).expand(batch, height, width, 2)
-
-
-class MORN(nn.Module):
-    """Predicts a coarse vertical offset map, upsamples it onto the output grid, resamples."""
-
-    def __init__(self, in_ch: int, widths: Sequence[int], out_size: tuple[int, int], align: bool):
-        super().__init__()
-        w1, w2, w3, w4 = widths
-        self.out_size, self.align = out_size, align
-        self.cnn = nn.Sequential(
-            nn.MaxPool2d(2, 2),
-            *(nn.Conv2d(in_ch, w1, 3, 1, 1), nn.BatchNorm2d(w1), nn.ReLU(True), nn.MaxPool2d(2, 2)),
-            *(nn.Conv2d(w1, w2, 3, 1, 1), nn.BatchNorm2d(w2), nn.ReLU(True), nn.MaxPool2d(2, 2)),
-            *(nn.Conv2d(w2, w3, 3, 1, 1), nn.BatchNorm2d(w3), nn.ReLU(True)),
-            *(nn.Conv2d(w3, w4, 3, 1, 1), nn.BatchNorm2d(w4), nn.ReLU(True)),
-            *(nn.Conv2d(w4, 1, 3, 1, 1), nn.BatchNorm2d(1)),
-        )
-        self.pool = nn.MaxPool2d(2, 1)
-
-    def _offsets(self, x: Tensor, grid: Tensor) -> Tensor:
-        """(B, H, W, 1) vertical offsets: signed max-pool of the CNN map, sampled on the grid."""
-        offsets = self.cnn(x)
-        pooled = self.pool(F.relu(offsets)) - self.pool(F.relu(-offsets))
-        return F.grid_sample(pooled, grid, align_corners=self.align).permute(0, 2, 3, 1)
-
-    def forward(self, x: Tensor, refinements: int) -> Tensor:
-        resized = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=self.align)
-        grid = _base_grid(*self.out_size, x.shape[0], x)
-        offsets = self._offsets(resized, grid)
-        rectified = x
-        for i in range(refinements + 1):
-            if i:
-                offsets = offsets + self._offsets(rectified, grid)
-            sample = torch.cat([grid[..., :1], grid[..., 1:] + offsets], dim=3)
-            rectified = F.grid_sample(x, sample, align_corners=self.align)
-        return rectified
-
-
-class ResidualBlock(nn.Module):
-    """conv1 (3x3 strided, or 1x1) + BN -> conv2 3x3 + BN, added to the (downsampled) input."""
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int | tuple[int, int]) -> None:
-        super().__init__()
-        strided = (stride[0] if isinstance(stride, tuple) else stride) > 1
-        kernel, pad = (3, 1) if strided else (1, 0)
-        self.downsample = (
-            nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 3, stride, 1),
-                nn.BatchNorm2d(out_ch, momentum=_BN_MOMENTUM),
-            )
-            if strided
-            else None
-        )
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, kernel, stride, pad),
-            nn.BatchNorm2d(out_ch, momentum=_BN_MOMENTUM),
-        )
-        self.conv2 = nn.Sequential(
-            nn.Conv2d(out_ch, out_ch, 3, 1, 1), nn.BatchNorm2d(out_ch, momentum=_BN_MOMENTUM)
-        )
-        self.relu = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        return self.relu(residual + self.conv2(self.conv1(x)))
-
-
-class ResNet(nn.Module):
-    def __init__(self, in_ch: int, widths: Sequence[int], blocks: Sequence[int]) -> None:
-        super().__init__()
-        self.block0 = nn.Sequential(
-            nn.Conv2d(in_ch, widths[0], 3, 1, 1), nn.BatchNorm2d(widths[0], momentum=_BN_MOMENTUM)
-        )
-        prev = widths[0]
-        for i, (width, n, stride) in enumerate(zip(widths[1:], blocks, _STRIDES, strict=True)):
-            layers = [ResidualBlock(prev, width, stride)]
-            layers += [ResidualBlock(width, width, 1) for _ in range(n - 1)]
-            self.add_module(f"block{i + 1}", nn.Sequential(*layers))
-            prev = width
-
-    def forward(self, x: Tensor) -> Tensor:
-        for i in range(6):
-            x = getattr(self, f"block{i}")(x)
-        return x
-
-
-class BidirectionalLSTM(nn.Module):
-    """BLSTM + per-step linear (names `rnn`, `embedding` as in asrn_res.py)."""
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int) -> None:
-        super().__init__()
-        # The official dropout=0.3 acts between stacked layers only; this LSTM has one layer.
-        self.rnn = nn.LSTM(n_in, n_hidden, bidirectional=True)
-        self.embedding = nn.Linear(n_hidden * 2, n_out)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.rnn(x)
-        return self.embedding(out)
 
 
 def frac_pickup(alpha: Tensor) -> Tensor:

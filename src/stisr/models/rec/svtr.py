@@ -43,14 +43,7 @@ from torch import Tensor, nn
 
 from stisr.charset import Charset
 from stisr.models.layers.config_utils import as_tuple, check_positive
-from stisr.models.layers.init import vit_init_
-from stisr.models.layers.svtr_blocks import (
-    BLOCK_LN_EPS,
-    Block,
-    DownscaleInInferDropout,
-    PatchEmbed,
-    SubSample,
-)
+from stisr.models.layers.svtr_blocks import SVTRNet
 from stisr.models.layers.tps_stn import STNHead, TPSSpatialTransformer, tps_rectify
 from stisr.models.objective import Recognizer
 
@@ -225,69 +218,6 @@ def official_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
             tensor = tensor.t().contiguous()  # Paddle Linear weights are [in, out]
         out[name] = tensor
     return out
-
-
-class SVTRNet(nn.Module):
-    """Backbone: (B, 3, img_h, img_w) -> (B, out_channels, 1, out_char_num)."""
-
-    def __init__(self, cfg: SVTRConfig) -> None:
-        super().__init__()
-        dims, depth = cfg.embed_dim, cfg.depth
-        self.embed_dim = dims
-        self.hw = (cfg.img_h // 4, cfg.img_w // 4)
-        self.patch_embed = PatchEmbed(3, dims[0])
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.hw[0] * self.hw[1], dims[0]))
-        rates = torch.linspace(0, cfg.drop_path_rate, sum(depth)).tolist()
-        mixers = ["Local"] * cfg.local_blocks + ["Global"] * (sum(depth) - cfg.local_blocks)
-        stages = []
-        start = 0
-        for stage, (dim, n) in enumerate(zip(dims, depth, strict=True)):
-            hw = (self.hw[0] // 2**stage, self.hw[1])
-            blocks = [
-                Block(
-                    dim,
-                    cfg.num_heads[stage],
-                    mixers[start + i],
-                    hw,
-                    cfg.local_kernel,
-                    cfg.mlp_ratio,
-                    rates[start + i],
-                    cfg.prenorm,
-                )
-                for i in range(n)
-            ]
-            stages.append(nn.ModuleList(blocks))
-            start += n
-        self.blocks1, self.blocks2, self.blocks3 = stages
-        self.sub_sample1 = SubSample(dims[0], dims[1])
-        self.sub_sample2 = SubSample(dims[1], dims[2])
-        self.avg_pool = nn.AdaptiveAvgPool2d((1, cfg.out_char_num))
-        self.last_conv = nn.Conv2d(dims[2], cfg.out_channels, 1, bias=False)
-        self.dropout = DownscaleInInferDropout(cfg.last_drop)
-        self.norm = None if cfg.prenorm else nn.LayerNorm(dims[2], eps=BLOCK_LN_EPS)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        vit_init_(self, convs=True)
-
-    def _to_map(self, x: Tensor, dim: int, height: int) -> Tensor:
-        return x.transpose(1, 2).reshape(x.shape[0], dim, height, self.hw[1])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.patch_embed(x) + self.pos_embed
-        for blk in self.blocks1:
-            x = blk(x)
-        x = self.sub_sample1(self._to_map(x, self.embed_dim[0], self.hw[0]))
-        for blk in self.blocks2:
-            x = blk(x)
-        x = self.sub_sample2(self._to_map(x, self.embed_dim[1], self.hw[0] // 2))
-        for blk in self.blocks3:
-            x = blk(x)
-        if self.norm is not None:
-            x = self.norm(x)
-        x = self.avg_pool(self._to_map(x, self.embed_dim[2], self.hw[0] // 4))
-        return self.dropout(F.hardswish(self.last_conv(x)))
 
 
 class STNTransform(nn.Module):
