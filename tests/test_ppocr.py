@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from stisr.charset import normalize_label
-from stisr.data.synth import font_paths
+from stisr.data.synth_render import font_paths
 
 HAVE_RAPIDOCR = importlib.util.find_spec("rapidocr_onnxruntime") is not None
 needs_rapidocr = pytest.mark.skipif(
