@@ -1,4 +1,9 @@
 # One job per training run (SR models and recognizers alike), resumable from its last checkpoint.
+from stisr.slurm_runtimes import load_runtimes, train_runtime  # noqa: E402
+
+# SLURM time limit per run (minutes), from the GPU-hour estimate of benchmarks/gpu_hours.py; read
+# once; a missing file or run gets 48 h (stisr/slurm_runtimes.py).
+TRAIN_RUNTIMES = load_runtimes(Path(workflow.basedir) / "profiles" / "slurm" / "runtimes.yaml")
 
 
 def train_inputs(wildcards):
@@ -29,6 +34,8 @@ rule train:
     log:
         f"{LOGS}/train/{{run}}.log",
     threads: config["train"]["torch_threads"]
+    resources:
+        runtime=lambda wc: train_runtime(wc.run, TRAIN_RUNTIMES),
     params:
         run=lambda wc: plan.unslug(wc.run),
         # the resolved TrainConfig: any change to it reruns this job and what reads its weights

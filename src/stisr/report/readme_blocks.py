@@ -1,5 +1,6 @@
-"""The README's generated tables: what each paper can train and compute today (from the planner)
-and the jobs of the full SLURM replication (from a Snakemake dry run).
+"""The README's generated tables: what each paper can train and compute today (from the planner),
+the jobs of the full SLURM replication (from a Snakemake dry run) and its estimated GPU hours
+(from docs/gpu_hours.md, which benchmarks/gpu_hours.py writes).
 
 `python -m stisr.report.readme_blocks` rewrites the blocks between
 `<!-- generated: <name> -->` and `<!-- end generated: <name> -->` in README.md; `--check` exits 1
@@ -92,7 +93,21 @@ def slurm_block(repo: Path = REPO) -> str:
     return "\n".join(lines)
 
 
-BLOCKS: dict[str, Callable[[Path], str]] = {"status": status_block, "slurm_jobs": slurm_block}
+def gpu_hours_block(repo: Path = REPO) -> str:
+    """The per-paper table of docs/gpu_hours.md (written by benchmarks/gpu_hours.py)."""
+    path = repo / "docs" / "gpu_hours.md"
+    section = path.read_text().split("\n## Per paper\n", 1)
+    rows = [ln for ln in section[-1].split("\n## ", 1)[0].splitlines() if ln.startswith("|")]
+    if len(section) < 2 or not rows:
+        raise RuntimeError(f"{path}: no '## Per paper' table; run `python benchmarks/gpu_hours.py`")
+    return "\n".join(rows)
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "status": status_block,
+    "slurm_jobs": slurm_block,
+    "gpu_hours": gpu_hours_block,
+}
 
 
 def render(text: str, repo: Path = REPO, names: tuple[str, ...] = tuple(BLOCKS)) -> str:
