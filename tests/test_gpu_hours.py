@@ -1,4 +1,5 @@
-"""The GPU-hour estimate (benchmarks/gpu_hours.py) and the SLURM runtimes the train rule reads."""
+"""The GPU-hour estimate (benchmarks/gpu_hours.py on `stisr.metrics.training_cost`) and the SLURM
+runtimes the train rule reads."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from stisr.metrics.training_cost import MAX_MINUTES, MIN_MINUTES, minutes_for
 from stisr.papers.plan import slug
 from stisr.papers.spec import all_runs, load_specs
 from stisr.slurm_runtimes import DEFAULT_MINUTES, RUNTIMES_PATH, load_runtimes, train_runtime
@@ -23,7 +25,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_hours.py"
 def gpu_hours():
     spec = importlib.util.spec_from_file_location("gpu_hours", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_hours"] = module  # its dataclasses look their module up
+    sys.modules["gpu_hours"] = module  # as a script run has it (a dataclass looks it up)
     try:
         spec.loader.exec_module(module)
         yield module
@@ -88,6 +90,14 @@ def test_measure_times_one_cpu_step(gpu_hours, tmp_path):
     assert float(table["tsrn/srcnn"]["CPU s/sample (measured)"]) > 0
 
 
+def test_minutes_follow_the_formula_within_the_partition_limits():
+    assert (MIN_MINUTES, MAX_MINUTES) == (60, 2880)
+    assert minutes_for(0.0) == 60
+    assert minutes_for(1.0) == 180  # 1 GPU h x 60 x the safety factor 3
+    assert minutes_for(0.501) == math.ceil(0.501 * 180)
+    assert minutes_for(100.0) == 2880
+
+
 def test_a_subset_never_replaces_the_shipped_estimate(gpu_hours):
     with pytest.raises(SystemExit):
         gpu_hours.main(["--smoke"])
@@ -118,3 +128,9 @@ def test_the_train_rule_and_profile_use_the_shipped_runtimes():
     assert shipped and set(shipped) <= known
     assert all(60 <= m <= 2880 for m in shipped.values())
     assert train_runtime("tsrn.tsrn", shipped) == shipped["tsrn.tsrn"]
+
+
+def test_help_prints(gpu_hours, capsys):
+    with pytest.raises(SystemExit) as done:
+        gpu_hours.main(["--help"])
+    assert done.value.code == 0 and "--tflops" in capsys.readouterr().out
