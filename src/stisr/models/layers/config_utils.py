@@ -30,6 +30,12 @@ def check_positive(value: Any, where: str) -> None:
         raise ValueError(f"{where} must be a positive integer, got {value!r}")
 
 
+def check_count(value: Any, where: str) -> None:
+    """ValueError naming `where` unless `value` is an int >= 0 (e.g. a number of blocks)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{where} must be an integer >= 0, got {value!r}")
+
+
 def check_weight(value: Any, where: str) -> None:
     """ValueError naming `where` unless `value` is a number >= 0 (a loss weight)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:

@@ -56,7 +56,13 @@ from stisr.losses.text_focus import text_focus_losses
 from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.abinet_blocks import greedy_lengths
 from stisr.models.layers.activations import ACTIVATIONS
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
+from stisr.models.layers.config_utils import (
+    as_tuple,
+    check_choice,
+    check_count,
+    check_input,
+    check_positive,
+)
 from stisr.models.layers.lemma_blocks import (
     GuidanceGenerator,
     LEMMABlock,
@@ -122,12 +128,7 @@ class LEMMAConfig:
             check_positive(getattr(self, name), f"LEMMAConfig.{name}")
         for name in ("d_inner", "text_layers", "align_layers", "top_k", "num_control_points"):
             check_positive(getattr(self, name), f"LEMMAConfig.{name}")
-        if (
-            isinstance(self.srb_nums, bool)
-            or not isinstance(self.srb_nums, int)
-            or self.srb_nums < 0
-        ):
-            raise ValueError(f"LEMMAConfig.srb_nums must be an integer >= 0, got {self.srb_nums!r}")
+        check_count(self.srb_nums, "LEMMAConfig.srb_nums")
         self.lr_size = as_tuple(self.lr_size, 2, int, "LEMMAConfig.lr_size")
         self.tps_margins = as_tuple(self.tps_margins, 2, float, "LEMMAConfig.tps_margins")
         self.expansion_widths = as_tuple(

@@ -39,7 +39,13 @@ from torch import Tensor, nn
 from stisr.losses.text_focus import text_focus_losses
 from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
+from stisr.models.layers.config_utils import (
+    as_tuple,
+    check_choice,
+    check_count,
+    check_input,
+    check_positive,
+)
 from stisr.models.layers.tbsrn_blocks import TBSRNBlock
 from stisr.models.layers.tps_stn import tps_rectify
 from stisr.models.layers.upsample import upsample_blocks
@@ -73,12 +79,7 @@ class TBSRNConfig:
     def __post_init__(self) -> None:
         for name in ("scale_factor", "in_channels", "out_channels", "hidden_units", "heads"):
             check_positive(getattr(self, name), f"TBSRNConfig.{name}")
-        if (
-            isinstance(self.srb_nums, bool)
-            or not isinstance(self.srb_nums, int)
-            or self.srb_nums < 0
-        ):
-            raise ValueError(f"TBSRNConfig.srb_nums must be an integer >= 0, got {self.srb_nums!r}")
+        check_count(self.srb_nums, "TBSRNConfig.srb_nums")
         if self.hidden_units % 2 or (4 * self.hidden_units) % self.heads:
             raise ValueError(
                 f"TBSRNConfig.hidden_units must be even (2D position code) and 4*hidden_units "

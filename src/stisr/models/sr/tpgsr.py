@@ -47,7 +47,13 @@ from torch import Tensor, nn
 from stisr.losses.text_prior import text_prior_loss
 from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_input, check_positive
+from stisr.models.layers.config_utils import (
+    as_tuple,
+    check_choice,
+    check_count,
+    check_input,
+    check_positive,
+)
 from stisr.models.layers.recurrent import RNN_TYPES
 from stisr.models.layers.tpgsr_blocks import (
     TP_TRANSFORMER_WIDTHS,
@@ -100,12 +106,7 @@ class TPGSRConfig:
             check_positive(getattr(self, name), f"TPGSRConfig.{name}")
         for name in ("text_channels", "num_control_points", "iterations"):
             check_positive(getattr(self, name), f"TPGSRConfig.{name}")
-        if (
-            isinstance(self.srb_nums, bool)
-            or not isinstance(self.srb_nums, int)
-            or (self.srb_nums < 0)
-        ):
-            raise ValueError(f"TPGSRConfig.srb_nums must be an integer >= 0, got {self.srb_nums!r}")
+        check_count(self.srb_nums, "TPGSRConfig.srb_nums")
         self.tp_widths = as_tuple(self.tp_widths, 3, int, "TPGSRConfig.tp_widths")
         for w in self.tp_widths:
             check_positive(w, "TPGSRConfig.tp_widths")

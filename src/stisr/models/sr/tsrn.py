@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from stisr.models.layers import tsrn_skeleton as skeleton
 from stisr.models.layers.activations import ACTIVATIONS
-from stisr.models.layers.config_utils import as_tuple, check_choice, check_positive
+from stisr.models.layers.config_utils import as_tuple, check_choice, check_count, check_positive
 from stisr.models.layers.recurrent import RNN_TYPES, SequentialResidualBlock
 from stisr.models.layers.tps_stn import tps_rectify
 from stisr.models.layers.upsample import upsample_blocks
@@ -47,12 +47,7 @@ class TSRNConfig:
     def __post_init__(self) -> None:
         for name in ("scale_factor", "in_channels", "out_channels", "hidden_units"):
             check_positive(getattr(self, name), f"TSRNConfig.{name}")
-        if (
-            isinstance(self.srb_nums, bool)
-            or not isinstance(self.srb_nums, int)
-            or self.srb_nums < 0
-        ):
-            raise ValueError(f"TSRNConfig.srb_nums must be an integer >= 0, got {self.srb_nums!r}")
+        check_count(self.srb_nums, "TSRNConfig.srb_nums")
         check_positive(self.num_control_points, "TSRNConfig.num_control_points")
         check_choice(self.rnn, RNN_TYPES, "TSRNConfig.rnn")
         check_choice(self.activation, ACTIVATIONS, "TSRNConfig.activation")
