@@ -13,7 +13,7 @@ from torch import nn
 
 from stisr.data.datasets import collate, open_dataset
 from stisr.engine import optim
-from stisr.engine.assets import init_submodules
+from stisr.engine.assets import init_submodules, warm_start
 from stisr.engine.checkpoint import atomic_save, load_checkpoint, model_payload
 from stisr.engine.train import ConfigMismatch, TrainConfig, build_context, train
 from stisr.losses import build_loss
@@ -192,6 +192,30 @@ def test_partial_init_loads_a_submodule_strictly(tiny_str, tmp_path):
     wide = Host({**TINY_CRNN, "hidden": 16})
     with pytest.raises(ValueError, match="sub-module 'guide'"):
         init_submodules(wide, {"guide": str(tmp_path / "crnn.pt")}, "test/host")
+
+
+def test_warm_start_copies_matching_tensors_and_is_a_listed_deviation(tiny_textzoom, tmp_path):
+    data = [tiny_textzoom / "train"]
+    base = train(_cfg(data, 2), tmp_path / "base", progress=False)
+    assert "deviations" not in base
+    start = _weights(tmp_path / "base/model.pt")
+    # a wider ablation: the head and tail keep their shapes, the SR blocks do not
+    wider = {**TINY_TSRN, "srb_nums": 2}
+    model = build_model("tsrn", wider)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    note = warm_start(model, str(tmp_path / "base/model.pt"), "test/wider")
+    own = model.state_dict()
+    copied = [k for k in own if k in start and start[k].shape == own[k].shape]
+    assert copied and all(torch.equal(own[k], start[k]) for k in copied)
+    kept = [k for k in own if k not in copied]
+    assert kept and all(torch.equal(own[k], fresh[k]) for k in kept)
+    assert f"{len(copied)} of {len(own)} tensors" in note and "from scratch" in note
+    cfg = _cfg(data, 2, model_config=wider, warm_start=str(tmp_path / "base/model.pt"))
+    metrics = train(cfg, tmp_path / "ablation", progress=False)
+    assert any("warm-started from" in d for d in metrics["deviations"])
+    crnn = build_model("crnn", TINY_CRNN)
+    with pytest.raises(ValueError, match="shares no tensor"):
+        warm_start(crnn, str(tmp_path / "base/model.pt"), "test/crnn")
 
 
 def test_frozen_checkpoint_asset_reaches_the_context(tiny_str, tmp_path):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from stisr.engine.optim import build_optimizer
-from stisr.engine.speed import fused_optimizer, prepare_model, to_device
+from stisr.engine.speed import channels_last_safe, fused_optimizer, prepare_model, to_device
 from stisr.losses import build_loss
 from stisr.models.layers.recurrent import RecurrentLine, keep_grad_layout
 from stisr.models.layers.upsample import subpixel_conv_weight, upsample_tail
@@ -113,3 +113,11 @@ def test_fused_optimizer_only_with_cuda() -> None:
     groups = [{"params": [nn.Parameter(torch.zeros(2))], "lr": 1e-3}]
     opt = build_optimizer("adam", groups, betas=(0.9, 0.999), weight_decay=0.0, fused=False)
     assert not opt.defaults.get("fused")
+
+
+def test_channels_last_is_refused_for_the_strided_1x1_convs_that_crash_onednn() -> None:
+    narrow = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 16, 1, stride=2))
+    wide = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 1, stride=2))
+    assert not channels_last_safe(narrow, "cpu") and channels_last_safe(narrow, "cuda")
+    assert channels_last_safe(wide, "cpu")
+    assert channels_last_safe(nn.Sequential(nn.Conv2d(8, 8, 3, stride=2)), "cpu")

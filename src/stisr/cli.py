@@ -239,7 +239,13 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from stisr.papers.spec import all_runs, load_specs
 
     params = _params(args)
-    specs = load_specs()
+    specs = load_specs()  # validates every spec and the references between them
+    for spec in specs.values():
+        cells = sum(sum(v is not None for v in r.paper) for t in spec.tables for r in t.rows)
+        print(
+            f"{spec.paper}: {len(spec.runs)} runs, {len(spec.tables)} tables, "
+            f"{len(spec.figures)} figures, {cells} paper numbers"
+        )
     jobs = all_jobs(params, specs)
     print(
         f"{work_name(params)}: {len(jobs.trains)} training runs, "

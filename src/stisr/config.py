@@ -40,6 +40,12 @@ def trainable_recognizers() -> list[str]:
     return [name for name, r in common["recognizers"].items() if "model" in r]
 
 
+def scales() -> tuple[str, ...]:
+    """The scale names (smoke, demo, paper), from the schema's `scale` enum."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    return tuple(schema["properties"]["scale"]["enum"])
+
+
 def params_schema() -> dict[str, Any]:
     """The params schema with its enums derived from the specs (one list of each thing)."""
     schema = yaml.safe_load(SCHEMA_PATH.read_text())

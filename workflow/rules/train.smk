@@ -13,6 +13,8 @@ def train_inputs(wildcards):
         inputs += recognizer_inputs(run.init)
     for ref in run.init_modules.values():  # partial init of sub-modules
         inputs += recognizer_inputs(ref)
+    if start := run.warm_start.get(config["scale"]):  # a shared run's weights (labelled)
+        inputs += checkpoint_of(start)
     for ref in plan.asset_bindings(run).values():  # frozen networks of the objective
         asset = plan.resolve_asset(config, ref, RUNS)
         inputs += [asset[k] for k in ("path", "weights") if asset.get(k)]

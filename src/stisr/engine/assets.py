@@ -49,6 +49,22 @@ def asset_deviations(specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [str(s["deviation"]) for s in specs.values() if s.get("deviation")]
 
 
+def warm_start(model: nn.Module, path: str, run: str) -> str:
+    """Start from every tensor of `path` whose name and shape match the model; the rest keep
+    their fresh init. Returns the deviation the run's tables list (the papers train from scratch).
+    """
+    state = load_model(Path(path)).state_dict()
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ValueError(f"{run}: warm start {path} shares no tensor with {type(model).__name__}")
+    model.load_state_dict(matched, strict=False)
+    return (
+        f"warm-started from {path} ({len(matched)} of {len(own)} tensors by name and shape), "
+        "not trained from scratch as in the paper"
+    )
+
+
 def init_submodules(model: nn.Module, sources: Mapping[str, str], run: str) -> None:
     """Load each named sub-module strictly from a checkpoint's weights (partial init).
 

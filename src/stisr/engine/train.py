@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from stisr.atomic_io import atomic_path, atomic_write_text
 from stisr.data.datasets import collate, open_dataset
-from stisr.engine.assets import asset_deviations, build_assets, init_submodules
+from stisr.engine.assets import asset_deviations, build_assets, init_submodules, warm_start
 from stisr.engine.checkpoint import (
     atomic_save,
     load_checkpoint,
@@ -45,6 +45,7 @@ from stisr.engine.provenance import provenance
 from stisr.engine.seeding import rng_state, seed_everything, set_rng_state, stable_seed
 from stisr.engine.selection import Selector, better, split_holdout
 from stisr.engine.speed import (
+    channels_last_safe,
     data_cache_mb,
     fused_optimizer,
     pin_memory,
@@ -190,7 +191,11 @@ def train(
         init = load_model(Path(cfg.init))
         model.load_state_dict(init.state_dict(), strict=True)
     init_submodules(model, cfg.init_modules, cfg.run)
-    prepare_model(model, cfg.device, cfg.channels_last)
+    started = warm_start(model, cfg.warm_start, cfg.run) if cfg.warm_start else None
+    channels_last = cfg.channels_last and channels_last_safe(model, cfg.device)
+    if cfg.channels_last and not channels_last:
+        log.warning("%s: channels-last off (engine/speed.py channels_last_safe)", cfg.run)
+    prepare_model(model, cfg.device, channels_last)
     assets = build_assets(cfg.assets, cfg.device)
     ctx = build_context(cfg, assets)
     groups = model.param_groups(cfg.lr, cfg.optimizer_options)
@@ -299,9 +304,7 @@ def train(
         for batch in loader:
             ctx.step = step
             with torch.autocast(device_type="cuda", enabled=cfg.amp):
-                loss, parts = model.training_loss(
-                    to_device(batch, cfg.device, cfg.channels_last), ctx
-                )
+                loss, parts = model.training_loss(to_device(batch, cfg.device, channels_last), ctx)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{cfg.run}: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -366,7 +369,8 @@ def train(
     notes = {role: s["note"] for role, s in cfg.assets.items() if s.get("note")}
     if notes:
         metrics["assets"] = notes
-    if deviations := asset_deviations(cfg.assets):  # the report lists them under the table
+    deviations = asset_deviations(cfg.assets) + ([started] if started else [])
+    if deviations:  # the report lists them under the table
         metrics["deviations"] = deviations
     if best is not None:
         metrics.update(selected_step=int(best["step"]), selection_score=best["score"])

@@ -51,6 +51,7 @@ class TrainConfig:
     loss_scale: float = 1.0
     init: str | None = None  # model.pt to start from (fine-tuning)
     init_modules: dict[str, str] = field(default_factory=dict)  # sub-module -> model.pt
+    warm_start: str | None = None  # model.pt whose matching tensors (name, shape) start the run
     # Frozen networks of the objective: role -> engine/assets.py spec
     assets: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Which weights become model.pt (engine/selection.py); SR runs only.

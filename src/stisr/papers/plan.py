@@ -348,7 +348,7 @@ def table_jobs(params, table: TableSpec, runs: Mapping[str, RunSpec]) -> Jobs:
 
 def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
     """The runs an evaluation reads, and (transitively) the runs they start from or whose
-    networks their objectives read (init, init_modules, assets)."""
+    networks their objectives read (init, init_modules, warm_start, assets)."""
     todo = [] if sr in PSEUDO_SR else [sr]
     if rec != "none" and (r := resolve_recognizer(params, rec, runs)).run:
         todo.append(r.run)
@@ -361,6 +361,8 @@ def _needed_runs(params, sr: str, rec: str, runs) -> set[str]:
         run = runs[run_id]
         refs = [*([run.init] if run.init else []), *run.init_modules.values()]
         refs += list(asset_bindings(run).values())
+        if start := run.warm_start.get(params["scale"]):
+            todo.append(start)
         for ref in refs:
             if not built_asset(ref) and (r := resolve_recognizer(params, ref, runs)).run:
                 todo.append(r.run)

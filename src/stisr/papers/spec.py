@@ -8,7 +8,6 @@ the workflow before any job starts, with the file and the offending key in the m
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -47,6 +46,9 @@ class RunSpec:
     assets: dict[str, str] = field(default_factory=dict)
     # Partial init: sub-module of the model -> the recognizer or run whose weights it starts from
     init_modules: dict[str, str] = field(default_factory=dict)
+    # Scale -> run whose weights this run starts from where names and shapes match (a labelled
+    # demo shortcut: ablations fine-tune a shared run instead of training from scratch)
+    warm_start: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -201,6 +203,21 @@ def _ref_map(paper: str, raw: Any, where: str) -> dict[str, str]:
     return {str(k): v if v in assets else qualify(paper, v, "recognizer") for k, v in raw.items()}
 
 
+def _warm_start(paper: str, raw: Any, where: str) -> dict[str, str]:
+    """`{scale: run}` with the run qualified by its paper."""
+    from stisr.config import scales
+
+    known = scales()
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise SpecError(f"{where}: must map scales ({', '.join(known)}) to run references")
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise SpecError(f"{where}: unknown scale(s) {unknown}; scales: {', '.join(known)}")
+    return {str(k): qualify(paper, v) for k, v in raw.items()}
+
+
 def parse_spec(path: Path) -> PaperSpec:
     """Parse one spec file; structural errors name the file and the key path."""
     data = _read_yaml(path)
@@ -214,7 +231,7 @@ def parse_spec(path: Path) -> PaperSpec:
         if not isinstance(r, dict) or "model" not in r or r.get("task") not in ("sr", "rec"):
             raise SpecError(f"{where}: needs 'model' and 'task' (sr|rec)")
         known = {"task", "model", "model_config", "losses", "train_set", "init", "scales"}
-        known |= {"assets", "init_modules"}
+        known |= {"assets", "init_modules", "warm_start"}
         train_set = r.get("train_set", "textzoom_train")
         if train_set not in load_common().train_sets:
             known_sets = ", ".join(load_common().train_sets)
@@ -230,6 +247,7 @@ def parse_spec(path: Path) -> PaperSpec:
             scales=_parse_scales(r.get("scales"), f"{where}.scales"),
             assets=_ref_map(paper, r.get("assets"), f"{where}.assets"),
             init_modules=_ref_map(paper, r.get("init_modules"), f"{where}.init_modules"),
+            warm_start=_warm_start(paper, r.get("warm_start"), f"{where}.warm_start"),
             extra={k: v for k, v in r.items() if k not in known},
         )
     tables = tuple(_parse_table(paper, t, path) for t in data.get("tables") or [])
@@ -351,6 +369,10 @@ def validate_references(specs: dict[str, PaperSpec]) -> None:
             for key, ref in refs.items():
                 if ref not in common.recognizers and ref not in runs and ref not in common.assets:
                     raise SpecError(f"{run.id}: {key}: {ref!r} is not an asset, recognizer or run")
+            for scale, ref in run.warm_start.items():
+                if ref == run.id or getattr(runs.get(ref), "model", None) != run.model:
+                    where = f"{run.id}.warm_start.{scale}"
+                    raise SpecError(f"{where}: {ref!r} is not another run of {run.model!r}")
 
 
 def _check_cell(src: dict, where: str, runs: dict[str, RunSpec], common: Common) -> None:
@@ -381,26 +403,3 @@ def _check_cell(src: dict, where: str, runs: dict[str, RunSpec], common: Common)
         allowed = list(subsets) + (["average"] if common.testsets[ts].get("average") else [])
         if src.get("subset") not in allowed:
             raise SpecError(f"{where}: subset {src.get('subset')!r} not one of {allowed}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m stisr.papers.spec [files]`: validate specs and print a summary."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        for p in argv:
-            parse_spec(Path(p))
-        specs = load_specs()
-    except SpecError as err:
-        print(f"invalid spec: {err}", file=sys.stderr)
-        return 1
-    for spec in specs.values():
-        cells = sum(sum(v is not None for v in r.paper) for t in spec.tables for r in t.rows)
-        print(
-            f"{spec.paper}: {len(spec.runs)} runs, {len(spec.tables)} tables, "
-            f"{len(spec.figures)} figures, {cells} paper numbers"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

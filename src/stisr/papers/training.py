@@ -17,6 +17,7 @@ from stisr.papers.plan import (
     recognizer_checkpoint,
     resolve_asset,
     resolve_recognizer,
+    run_dir,
     selection_settings,
     train_set_dirs,
 )
@@ -60,6 +61,7 @@ def train_config(
         for target, ref in run.init_modules.items()
     }
     assets = {role: resolve_asset(params, ref, runs) for role, ref in asset_bindings(run).items()}
+    start = run.warm_start.get(params["scale"])
     return TrainConfig(
         run=run_id,
         task=run.task,
@@ -78,6 +80,7 @@ def train_config(
         loss_scale=train["loss_scale"],
         init=init,
         init_modules=init_modules,
+        warm_start=str(run_dir(params, start) / "model.pt") if start else None,
         assets=assets,
         **(runtime_settings(params) if runtime else {}),
         **selection_settings(params, run, runs),
