@@ -114,9 +114,7 @@ def _config_fields(model: str, frozen: str) -> dict[str, Any]:
     return dataclasses.asdict(build_config(model, json.loads(frozen)))
 
 
-def model_deviations(
-    params: Mapping[str, Any], run: RunSpec
-) -> list[str]:
+def model_deviations(params: Mapping[str, Any], run: RunSpec) -> list[str]:
     """`key=value (paper: value)` for each model setting this scale overrides (widths, aux_ctc,
     use_stn, greedy decoding, ...): the stand-in is not the paper's architecture."""
     if params["scale"] == "paper":
@@ -140,6 +138,8 @@ def run_deviations(
     this scale changes, and what the run itself recorded (e.g. random VGG features)."""
     notes = []
     for run_id in sorted(runs_behind(table, params, runs)):
+        if plan.run_problems(params, run_id, runs):  # blocked: its cells say why, it has no model
+            continue
         notes += [f"{run_id}: {d}" for d in model_deviations(params, runs[run_id])]
         path = plan.run_dir(params, run_id) / "metrics.json"
         if path.exists():

@@ -133,12 +133,8 @@ def cell_value(
 # --- the table -----------------------------------------------------------------------------------
 
 
-
-
 def compact_source(src: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={src[k]}" for k in CELL_KEYS if k in src)
-
-
 
 
 def _derive(op: str, a: float, b: float) -> float | None:
