@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -28,7 +32,7 @@ TINY = {
     "expansion_widths": (4, 8),
     "top_k": 100,
     "use_stn": False,
-    "guide": {**TINY_ABINET, "iter_size": 1},
+    "abinet_guide": {**TINY_ABINET, "iter_size": 1},
 }
 WEIGHTS = {
     "mse": 1.0,
@@ -66,7 +70,7 @@ def _seed() -> None:
 
 
 @pytest.mark.parametrize(
-    "overrides", [{}, {"use_stn": True}, {"guide_recognizer": "crnn", "guide": TINY_CRNN}]
+    "overrides", [{}, {"use_stn": True}, {"guide_recognizer": "crnn", "crnn_guide": TINY_CRNN}]
 )
 def test_forward_maps_16x64_rgbm_to_32x128(overrides: dict) -> None:
     model = tiny(**overrides)
@@ -91,8 +95,8 @@ def test_code_variant() -> None:
     assert stn.train().stn_active and not stn.eval().stn_active
     with pytest.raises(ValueError, match="LEMMAConfig.alignment"):
         LEMMAConfig(alignment="both")
-    with pytest.raises(ValueError, match="LEMMAConfig.guide"):
-        LEMMAConfig(guide={"bogus": 1})
+    with pytest.raises(ValueError, match="LEMMAConfig.abinet_guide"):
+        LEMMAConfig(abinet_guide={"bogus": 1})
     with pytest.raises(ValueError, match="top_k"):
         LEMMAConfig(top_k=2000)
 
@@ -115,7 +119,7 @@ def test_compression_takes_the_first_l_maps_and_crnn_bands_cover_the_width() -> 
 
 @pytest.mark.parametrize("guide", ["abinet", "crnn"])
 def test_training_loss_has_a_part_per_loss_and_is_their_weighted_sum(guide: str) -> None:
-    kw = {"guide_recognizer": "crnn", "guide": TINY_CRNN} if guide == "crnn" else {}
+    kw = {"guide_recognizer": "crnn", "crnn_guide": TINY_CRNN} if guide == "crnn" else {}
     model = tiny(**kw).eval()  # eval: deterministic (dropout), to compare the sum
     loss, parts = model.training_loss(_batch(), _ctx())
     assert set(parts) == set(WEIGHTS) and torch.isfinite(loss)
@@ -216,7 +220,7 @@ def test_adafm_switch_and_uda_parameter_matching() -> None:
     assert len(uda.guidanceGen.sematic_decoder.layers) == 1
     assert len(matched.guidanceGen.sematic_decoder.layers) == 2
     assert n_params(uda) < n_params(matched) == n_params(bda)  # Sec. 4.4: same complexity
-    assert isinstance(tiny(guide_recognizer="crnn", guide=TINY_CRNN).position_prior, nn.Module)
+    assert isinstance(tiny(guide_recognizer="crnn", crnn_guide=TINY_CRNN).position_prior, nn.Module)
 
 
 def test_feature_selection_keeps_top_k_positions() -> None:
@@ -362,3 +366,76 @@ def test_one_training_step_at_paper_shapes() -> None:
     opt.step()
     assert model.guidanceGen.attn_conv[0].weight.grad is not None
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_spec_trains_lemma_then_a_warm_started_ablation(tiny_textzoom, tmp_path, monkeypatch):
+    """Spec + params -> TrainConfig -> engine at smoke scale: the `stt` asset, the guide's init
+    from zoo/abinet, and (at demo scale only) the ablation's warm start from lemma/lemma."""
+    from stisr.config import load_params
+    from stisr.engine.checkpoint import atomic_save, model_payload
+    from stisr.engine.train import train
+    from stisr.models.registry import build_model
+    from stisr.papers.plan import run_dir, train_set_dirs
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.training import train_config
+
+    from .conftest import REPO
+
+    runs = all_runs(load_specs())
+    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
+    monkeypatch.chdir(tmp_path)
+    for folder in train_set_dirs(smoke, "textzoom_train"):
+        folder.parent.mkdir(parents=True)
+        folder.symlink_to(tiny_textzoom / "train")
+    for run_id in ("zoo/abinet", "zoo/stt_transformer"):  # untrained stand-ins: the wiring counts
+        cfg = train_config(smoke, run_id, runs)
+        model = build_model(cfg.model, cfg.model_config)
+        path = run_dir(smoke, run_id) / "model.pt"
+        atomic_save(model_payload(model, cfg.model, cfg.model_config), path)
+    base = train_config(smoke, "lemma/lemma", runs)
+    assert base.assets["stt"]["path"] == str(run_dir(smoke, "zoo/stt_transformer") / "model.pt")
+    assert base.init_modules == {"position_prior": str(run_dir(smoke, "zoo/abinet") / "model.pt")}
+    assert base.warm_start is None
+    metrics = train(base, run_dir(smoke, "lemma/lemma"), progress=False)
+    assert metrics["steps"] == 6 and "deviations" not in metrics
+    history = (run_dir(smoke, "lemma/lemma") / "history.jsonl").read_text()
+    assert all(f'"loss/{name}"' in history for name in WEIGHTS)
+    assert train_config(smoke, "lemma/no_lem", runs).warm_start is None  # demo only
+    demo = {**smoke, "scale": "demo"}
+    expected = str(run_dir(demo, "lemma/lemma") / "model.pt")
+    assert train_config(demo, "lemma/no_lem", runs).warm_start == expected
+    ablation = dataclasses.replace(
+        train_config(smoke, "lemma/no_lem", runs),
+        warm_start=str(run_dir(smoke, "lemma/lemma") / "model.pt"),
+    )
+    metrics = train(ablation, run_dir(smoke, "lemma/no_lem"), progress=False)
+    assert any("warm-started from" in d for d in metrics["deviations"])
+    official = load_params(REPO / "params.yaml", {"scale": "paper", "source": "official"})
+    paper = train_config(official, "lemma/crnn_guide", runs)
+    assert paper.warm_start is None
+    assert paper.init_modules["position_prior"].endswith("crnn.stisr.pt")
+
+
+def test_the_demo_guides_are_the_demo_recognizers_they_start_from() -> None:
+    """LEMMA's demo guide configs equal zoo/abinet's and zoo/crnn's, so their weights load."""
+    from stisr.config import load_params
+    from stisr.engine.assets import init_submodules
+    from stisr.engine.checkpoint import atomic_save, model_payload
+    from stisr.models.registry import build_model
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.training import train_config
+
+    from .conftest import REPO
+
+    demo = load_params(REPO / "params.yaml", {"scale": "demo"})
+    runs = all_runs(load_specs())
+    for run_id, guide in (("lemma/lemma", "zoo/abinet"), ("lemma/crnn_guide", "zoo/crnn")):
+        cfg, rec = train_config(demo, run_id, runs), train_config(demo, guide, runs)
+        model = build_model(cfg.model, cfg.model_config)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "guide.pt"
+            recognizer = build_model(rec.model, rec.model_config)
+            atomic_save(model_payload(recognizer, rec.model, rec.model_config), path)
+            init_submodules(model, {"position_prior": str(path)}, run_id)
+        ours = model.position_prior.state_dict()
+        assert all(torch.equal(v, ours[k]) for k, v in recognizer.state_dict().items() if k in ours)

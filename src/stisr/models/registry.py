@@ -23,6 +23,7 @@ from stisr.models.rec.svtr import SVTR, SVTRConfig
 from stisr.models.sr.bicubic import Bicubic, BicubicConfig
 from stisr.models.sr.edsr import EDSR, EDSRConfig
 from stisr.models.sr.lapsrn import LapSRN, LapSRNConfig
+from stisr.models.sr.lemma import LEMMA, LEMMAConfig
 from stisr.models.sr.rdn import RDN, RDNConfig
 from stisr.models.sr.rrdb import RRDBConfig, RRDBNet
 from stisr.models.sr.srcnn import SRCNN, SRCNNConfig
@@ -36,6 +37,7 @@ SR_MODELS: dict[str, tuple[type, type]] = {
     "bicubic": (BicubicConfig, Bicubic),
     "edsr": (EDSRConfig, EDSR),
     "lapsrn": (LapSRNConfig, LapSRN),
+    "lemma": (LEMMAConfig, LEMMA),
     "rdn": (RDNConfig, RDN),
     "rrdb": (RRDBConfig, RRDBNet),
     "srcnn": (SRCNNConfig, SRCNN),

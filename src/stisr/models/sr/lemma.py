@@ -38,8 +38,8 @@ pixel-to-region belongs to the feature selection (off with it); `alignment="none
 features (after the encoder) interpolated over the LR grid, no LEM built; `use_mam` off -> X_G =
 the (selected, zero elsewhere) X'_pos; CRNN guide -> `ctc_band_maps`, CTC as its fine-tuning loss.
 
-Not yet in `models/registry.py`: once registered, the spec's LEMMA runs plan and train, so the
-registration lands with their demo recipes (demo widths, the `stt` asset, the guide's init).
+At demo scale (params.yaml) the widths are cut and the ablations are warm-started from the
+shared demo `lemma/lemma` run (spec `warm_start`), both listed under the tables as deviations.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ CODE_VARIANT: dict[str, Any] = {"stn_in_train_only": True, "finetune_softmax": T
 
 @dataclass
 class LEMMAConfig:
-    """LEMMA hyper-parameters; `guide` are ABINetConfig (or CRNNConfig) overrides."""
+    """LEMMA hyper-parameters; `abinet_guide` / `crnn_guide` are the overrides of the guide's
+    config (ABINetConfig / CRNNConfig), one per choice so that a scale can set both."""
 
     scale_factor: int = 2
     in_channels: int = 4  # RGBM (`--mask`)
@@ -104,7 +105,8 @@ class LEMMAConfig:
     stn_activation: str = "none"
     tps_align_corners: bool = True
     guide_recognizer: str = "abinet"  # abinet (paper) | crnn (Sec. 4.6)
-    guide: dict[str, Any] = field(default_factory=dict)
+    abinet_guide: dict[str, Any] = field(default_factory=dict)
+    crnn_guide: dict[str, Any] = field(default_factory=dict)
     nhead: int = 4
     d_inner: int = 64
     text_layers: int = 2  # nEncoder
@@ -150,10 +152,13 @@ class LEMMAConfig:
             raise ValueError(f"LEMMAConfig.top_k ({self.top_k}) exceeds the {self.lr_size} grid")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LEMMAConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.guide, Mapping):
-            raise ValueError(f"LEMMAConfig.guide must be a mapping, got {self.guide!r}")
-        self.guide = dict(self.guide)
-        self.guide_config()  # validates the overrides
+        for name in ("abinet_guide", "crnn_guide"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(
+                    f"LEMMAConfig.{name} must be a mapping, got {getattr(self, name)!r}"
+                )
+            setattr(self, name, dict(getattr(self, name)))
+        self.guide_config()  # validates the overrides of the chosen guide
         upsample_blocks(self.scale_factor)
 
     @property
@@ -186,11 +191,12 @@ class LEMMAConfig:
         }
 
     def guide_config(self) -> ABINetConfig | CRNNConfig:
-        cls = ABINetConfig if self.guide_recognizer == "abinet" else CRNNConfig
+        abinet = self.guide_recognizer == "abinet"
+        cls, name = (ABINetConfig, "abinet_guide") if abinet else (CRNNConfig, "crnn_guide")
         try:
-            return cls(**self.guide)
+            return cls(**getattr(self, name))
         except TypeError as err:
-            raise ValueError(f"LEMMAConfig.guide: {err}") from err
+            raise ValueError(f"LEMMAConfig.{name}: {err}") from err
 
 
 class ABINetGuide(ABINet):
