@@ -364,3 +364,58 @@ def test_config_errors_name_the_field() -> None:
         TATTConfig(hidden_units=3)
     with pytest.raises(ValueError, match=r"TATT expects \(B, 4, H, W\)"):
         TATT(TATTConfig(**TINY))(torch.rand(1, 3, 16, 64))
+
+
+def test_the_spec_trains_tatt_with_its_teacher_and_generator_init(
+    tiny_textzoom, tmp_path, monkeypatch
+):
+    """Spec + params -> TrainConfig -> engine at smoke scale: zoo/crnn is the KL teacher and the
+    TP generator's start (lemma/tatt); the ground-truth-prior variant needs neither."""
+    from stisr.config import load_params
+    from stisr.engine.checkpoint import atomic_save, model_payload
+    from stisr.engine.train import train
+    from stisr.models.registry import build_model
+    from stisr.papers.plan import run_dir, train_set_dirs
+    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.training import train_config
+
+    from .conftest import REPO
+
+    runs = all_runs(load_specs())
+    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
+    monkeypatch.chdir(tmp_path)
+    for folder in train_set_dirs(smoke, "textzoom_train"):
+        folder.parent.mkdir(parents=True)
+        folder.symlink_to(tiny_textzoom / "train")
+    crnn = train_config(smoke, "zoo/crnn", runs)
+    stand_in = build_model(crnn.model, crnn.model_config)
+    path = run_dir(smoke, "zoo/crnn") / "model.pt"
+    atomic_save(model_payload(stand_in, crnn.model, crnn.model_config), path)
+    cfg = train_config(smoke, "lemma/tatt", runs)
+    assert cfg.assets["tp_teacher"]["path"] == str(path)
+    assert cfg.init_modules == {"tpg": str(path)}
+    metrics = train(cfg, run_dir(smoke, "lemma/tatt"), progress=False)
+    assert metrics["steps"] == 6
+    history = (run_dir(smoke, "lemma/tatt") / "history.jsonl").read_text()
+    assert all(f'"loss/{name}"' in history for name in ("mse", "text_prior_kl", "tsc"))
+    gt = train_config(smoke, "tcdm/tatt_gt", runs)
+    assert gt.assets == {} and gt.init_modules == {}
+    assert train(gt, run_dir(smoke, "tcdm/tatt_gt"), progress=False)["steps"] == 6
+
+
+def test_complexity_of_the_ground_truth_prior_variant_is_counted_with_a_label() -> None:
+    """TCDM's TATT-with-GT-text reads text in forward: FLOP counts and latency pass one."""
+    from stisr.config import load_params
+    from stisr.metrics.complexity_run import measure_pair
+    from stisr.papers.spec import all_runs, load_specs
+
+    from .conftest import REPO
+
+    params = load_params(REPO / "params.yaml")
+    result = measure_pair(params, "tcdm/tatt_gt", "none", all_runs(load_specs()))
+    assert result["parts"]["tcdm/tatt_gt"]["input"] == [1, 4, 16, 64]
+    assert result["params"] == sum(
+        p.numel()
+        for p in TATT(TATTConfig(text_prior="ground_truth", text_alphabet=63)).parameters()
+    )
+    assert result["flops"] > 0

@@ -34,13 +34,13 @@ def _parts(params: Mapping[str, Any], sr: str, recognizer: str, runs: Mapping[st
     from stisr.papers.plan import resolve_recognizer
     from stisr.papers.spec import PSEUDO_SR
 
-    parts: list[tuple[str, torch.nn.Module, torch.Tensor, PaperCount]] = []
+    parts: list[tuple[str, torch.nn.Module, tuple[Any, ...], PaperCount]] = []
     if sr not in PSEUDO_SR or sr == "bicubic":
         name = "bicubic" if sr == "bicubic" else runs[sr].model
         cfg = {} if sr == "bicubic" else runs[sr].model_config
         model = build_model(name, cfg)
-        x = torch.rand(1, getattr(model, "in_channels", 4), 16, 64)
-        parts.append((sr, model, x, PaperCount()))
+        batch = {"lr": torch.rand(1, 4, 16, 64), "label": ["text"]}  # a label prior reads text
+        parts.append((sr, model, model.forward_inputs(batch), PaperCount()))
     if recognizer != "none":
         rec = resolve_recognizer(params, recognizer, runs)
         if rec.external:
@@ -50,7 +50,7 @@ def _parts(params: Mapping[str, Any], sr: str, recognizer: str, runs: Mapping[st
         count = PAPER_COUNTS.get(rec.model, PaperCount())
         cfg = {**count.config, **(runs[rec.run].model_config if rec.run else {})}
         model = build_model(rec.model, cfg)
-        parts.append((recognizer, model, model.preprocess(torch.rand(1, 3, 32, 128)), count))
+        parts.append((recognizer, model, (model.preprocess(torch.rand(1, 3, 32, 128)),), count))
     return parts
 
 
@@ -71,16 +71,16 @@ def measure_pair(
         "architecture_scale": "paper",
         "parts": {},
     }
-    for name, model, x, count in _parts(params, sr, recognizer, runs):
-        flops = count.count(model, x)
-        lat = measure_latency(count.wrap(model), x, warmup=1, repeats=5)
+    for name, model, inputs, count in _parts(params, sr, recognizer, runs):
+        flops = count.count(model, *inputs)
+        lat = measure_latency(count.wrap(model), *inputs, warmup=1, repeats=5)
         part = {
             "params": count_parameters(model),
             "flops": flops["paper_macs"] / 1e9,
             "flops_all": flops["macs"] / 1e9,
             "true_flops": flops["flops"] / 1e9,
             "latency_ms": lat["mean_ms"],
-            "input": list(x.shape),
+            "input": list(inputs[0].shape),
             "counted_as": count.why,
         }
         if count.fitted:

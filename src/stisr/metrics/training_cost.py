@@ -234,7 +234,7 @@ def model_forward_flops(model: nn.Module, task: str, batch: Mapping[str, Any]) -
     """Forward FLOPs of the model alone on `batch` (SR: its LR input; recognizer: its
     preprocessed image, inference forward), per batch."""
     if task == "sr":
-        return float(count_flops(model, model.sr_input(batch))["flops"])
+        return float(count_flops(model, *model.forward_inputs(batch))["flops"])
     return float(count_flops(model, model.preprocess(batch["lr"][:, :3]))["flops"])
 
 

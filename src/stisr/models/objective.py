@@ -104,6 +104,10 @@ class SRModel(Trainable):
         lr = batch["lr"][:, : self.input_channels]
         return lr if device is None else lr.to(device)
 
+    def forward_inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """The positional arguments of `forward` for a batch (what FLOP counts and latency run)."""
+        return (self.sr_input(batch),)
+
     def training_loss(self, batch: Batch, ctx: Context) -> tuple[Tensor, Parts]:
         if ctx.image_loss is None:
             raise ValueError(f"{type(self).__name__}: the run has no image loss to train with")
