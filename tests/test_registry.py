@@ -74,11 +74,11 @@ def test_bad_config_value_names_field_and_model() -> None:
 
 def test_unknown_model_lists_known_ones() -> None:
     with pytest.raises(KeyError, match="tsrn") as info:
-        build_model("tatt")
+        build_model("c3stisr")
     assert "crnn" in str(info.value) and "bicubic" in str(info.value)
-    assert not is_implemented("tatt")
+    assert not is_implemented("c3stisr")
     with pytest.raises(KeyError):
-        model_task("tatt")
+        model_task("c3stisr")
 
 
 def test_models_never_import_the_registry() -> None:

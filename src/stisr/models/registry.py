@@ -28,6 +28,7 @@ from stisr.models.sr.rdn import RDN, RDNConfig
 from stisr.models.sr.rrdb import RRDBConfig, RRDBNet
 from stisr.models.sr.srcnn import SRCNN, SRCNNConfig
 from stisr.models.sr.srresnet import SRResNet, SRResNetConfig
+from stisr.models.sr.tatt import TATT, TATTConfig
 from stisr.models.sr.tbsrn import TBSRN, TBSRNConfig
 from stisr.models.sr.tpgsr import TPGSR, TPGSRConfig
 from stisr.models.sr.tsrn import TSRN, TSRNConfig
@@ -42,6 +43,7 @@ SR_MODELS: dict[str, tuple[type, type]] = {
     "rrdb": (RRDBConfig, RRDBNet),
     "srcnn": (SRCNNConfig, SRCNN),
     "srresnet": (SRResNetConfig, SRResNet),
+    "tatt": (TATTConfig, TATT),
     "tbsrn": (TBSRNConfig, TBSRN),
     "tpgsr": (TPGSRConfig, TPGSR),
     "tsrn": (TSRNConfig, TSRN),

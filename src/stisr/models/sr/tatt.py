@@ -41,8 +41,8 @@ against the label) and `text_prior: ground_truth` (one-hot label prior over `tex
 Checkpoints: `model_best_acc_0.pth` = `{'state_dict_G': ...}` -> `sr.`, `recognizer_best_acc_0.pth`
 (a plain CRNN state dict) -> `tpg.` (`official_state_dict`).
 
-Not yet in `models/registry.py`: the registration lands with the demo recipes of the specs' TATT
-runs (demo widths, the `tp_teacher` asset, the TPG's init).
+At demo scale (params.yaml) the width is cut to TSRN's demo width with one SR block; the specs'
+runs read zoo/crnn as `tp_teacher` and start the TPG from it (`init_modules: {tpg: crnn}`).
 """
 
 from __future__ import annotations
@@ -276,6 +276,10 @@ class TATT(SRModel, nn.Module):
             return ground_truth_prior(labels, chars, self.config.max_text_len, lr.device), None
         logits = self.tpg(self.tpg.preprocess(lr[:, :3]))
         return logits.float().softmax(dim=-1), logits
+
+    def forward_inputs(self, batch: Batch) -> tuple[Any, ...]:
+        lr = self.sr_input(batch)
+        return (lr,) if self.tpg is not None else (lr, list(batch["label"]))
 
     def _check(self, lr: Tensor) -> None:
         check_input(lr, self.config.in_channels, "TATT")
