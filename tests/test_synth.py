@@ -100,6 +100,18 @@ def test_str_sets_layout_and_variable_sizes(tmp_path: Path) -> None:
     assert _records(tmp_path / "again" / "cute80") == _records(tmp_path / "cute80")
 
 
+def test_every_benchmark_has_low_resolution_crops_at_demo_size(tmp_path: Path) -> None:
+    """LEMMA's Table 5 reads the crops below 16x64 of each benchmark: none may be empty."""
+    from stisr.data.degrade import is_small
+    from stisr.data.lr_benchmarks import STR_BENCHMARKS
+
+    synth.make_str_sets(tmp_path, dict.fromkeys(STR_BENCHMARKS, 200), seed=20201)
+    for name in STR_BENCHMARKS:
+        with LmdbReader(tmp_path / name) as reader:
+            small = sum(is_small(reader.image("image", i)) for i in range(len(reader)))
+        assert small >= 3, name
+
+
 def test_bad_sizes_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="valid"):
         synth.make_textzoom(tmp_path, {"test": 3}, seed=0)
