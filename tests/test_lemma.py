@@ -368,30 +368,19 @@ def test_one_training_step_at_paper_shapes() -> None:
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_the_spec_trains_lemma_then_a_warm_started_ablation(tiny_textzoom, tmp_path, monkeypatch):
+def test_the_spec_trains_lemma_then_a_warm_started_ablation(smoke_workdir) -> None:
     """Spec + params -> TrainConfig -> engine at smoke scale: the `stt` asset, the guide's init
     from zoo/abinet, and (at demo scale only) the ablation's warm start from lemma/lemma."""
     from stisr.config import load_params
-    from stisr.engine.checkpoint import atomic_save, model_payload
     from stisr.engine.train import train
-    from stisr.models.registry import build_model
-    from stisr.papers.plan import run_dir, train_set_dirs
-    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.plan import run_dir
     from stisr.papers.training import train_config
 
     from .conftest import REPO
 
-    runs = all_runs(load_specs())
-    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
-    monkeypatch.chdir(tmp_path)
-    for folder in train_set_dirs(smoke, "textzoom_train"):
-        folder.parent.mkdir(parents=True)
-        folder.symlink_to(tiny_textzoom / "train")
+    smoke, runs, stand_in = smoke_workdir
     for run_id in ("zoo/abinet", "zoo/stt_transformer"):  # untrained stand-ins: the wiring counts
-        cfg = train_config(smoke, run_id, runs)
-        model = build_model(cfg.model, cfg.model_config)
-        path = run_dir(smoke, run_id) / "model.pt"
-        atomic_save(model_payload(model, cfg.model, cfg.model_config), path)
+        stand_in(run_id)
     base = train_config(smoke, "lemma/lemma", runs)
     assert base.assets["stt"]["path"] == str(run_dir(smoke, "zoo/stt_transformer") / "model.pt")
     assert base.init_modules == {"position_prior": str(run_dir(smoke, "zoo/abinet") / "model.pt")}

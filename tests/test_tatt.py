@@ -366,31 +366,15 @@ def test_config_errors_name_the_field() -> None:
         TATT(TATTConfig(**TINY))(torch.rand(1, 3, 16, 64))
 
 
-def test_the_spec_trains_tatt_with_its_teacher_and_generator_init(
-    tiny_textzoom, tmp_path, monkeypatch
-):
+def test_the_spec_trains_tatt_with_its_teacher_and_generator_init(smoke_workdir) -> None:
     """Spec + params -> TrainConfig -> engine at smoke scale: zoo/crnn is the KL teacher and the
     TP generator's start (lemma/tatt); the ground-truth-prior variant needs neither."""
-    from stisr.config import load_params
-    from stisr.engine.checkpoint import atomic_save, model_payload
     from stisr.engine.train import train
-    from stisr.models.registry import build_model
-    from stisr.papers.plan import run_dir, train_set_dirs
-    from stisr.papers.spec import all_runs, load_specs
+    from stisr.papers.plan import run_dir
     from stisr.papers.training import train_config
 
-    from .conftest import REPO
-
-    runs = all_runs(load_specs())
-    smoke = load_params(REPO / "params.yaml", {"scale": "smoke"})
-    monkeypatch.chdir(tmp_path)
-    for folder in train_set_dirs(smoke, "textzoom_train"):
-        folder.parent.mkdir(parents=True)
-        folder.symlink_to(tiny_textzoom / "train")
-    crnn = train_config(smoke, "zoo/crnn", runs)
-    stand_in = build_model(crnn.model, crnn.model_config)
-    path = run_dir(smoke, "zoo/crnn") / "model.pt"
-    atomic_save(model_payload(stand_in, crnn.model, crnn.model_config), path)
+    smoke, runs, stand_in = smoke_workdir
+    path = stand_in("zoo/crnn")
     cfg = train_config(smoke, "lemma/tatt", runs)
     assert cfg.assets["tp_teacher"]["path"] == str(path)
     assert cfg.init_modules == {"tpg": str(path)}

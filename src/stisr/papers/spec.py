@@ -207,9 +207,9 @@ def _warm_start(paper: str, raw: Any, where: str) -> dict[str, str]:
     """`{scale: run}` with the run qualified by its paper."""
     from stisr.config import scales
 
-    known = scales()
     if raw is None:
         return {}
+    known = scales()
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise SpecError(f"{where}: must map scales ({', '.join(known)}) to run references")
     unknown = sorted(set(raw) - set(known))
